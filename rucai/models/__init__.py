@@ -1,0 +1,1 @@
+"""Shared models: Lightning modules that every paper reuses (sequential recommenders, ...)."""

@@ -1,0 +1,74 @@
+"""Typed schemas for the top-level config and the `hardware` group.
+
+Registered in Hydra's ConfigStore as `rucai_schema`; `conf/config.yaml` lists it first in its
+defaults, so a misspelled key or a wrong type fails at compose time with Hydra's message.
+Only dataclasses here: this module is imported on the CLI start-up path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class HardwareConfig:
+    """One profile sets accelerator, devices, nodes, strategy and precision consistently."""
+
+    name: str = "cpu"
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1  # int, "auto" or a list of device indices
+    num_nodes: int = 1
+    # "auto", "ddp", ... or a mapping with `_target_` (DeepSpeedStrategy, FSDPStrategy, ...)
+    strategy: Any = "auto"
+    precision: str = "32-true"
+    needs_gpu: bool = False  # fail early with one line when no CUDA GPU is visible
+    # for LLM inference engines (vLLM): GPUs per model replica
+    tensor_parallel_size: int = 1
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "${oc.env:RUCAI_ROOT,.}"
+    data_dir: str = "${oc.env:RUCAI_DATA_DIR,${paths.root_dir}/data}"
+    log_dir: str = "${paths.root_dir}/outputs"
+    cache_dir: str = "${oc.env:RUCAI_CACHE_DIR,${paths.root_dir}/.cache}"
+    output_dir: str = "${hydra:runtime.output_dir}"
+    work_dir: str = "${hydra:runtime.cwd}"
+
+
+@dataclass
+class MonitorConfig:
+    metric: str = "val/ndcg@10"
+    mode: str = "max"
+
+
+@dataclass
+class RunConfig:
+    task: str = "train"
+    experiment_name: str = "default"
+    seed: int = 42
+    tags: list[str] = field(default_factory=list)
+    train: bool = True
+    test: bool = True
+    # null: fresh run; "last": resume from <output_dir>/checkpoints/last.ckpt; or a path
+    ckpt_path: Any = None
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    # paper-specific groups (LLM backends, evaluation, method settings) slot in here
+    llm: Any = None
+    eval: Any = None
+    method: Any = None
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="rucai_schema", node=RunConfig)
