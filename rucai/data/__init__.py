@@ -1,0 +1,1 @@
+"""Shared data layer: sequence datasets, leave-one-out splits, loaders for the field's formats."""
