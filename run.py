@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    error = cli.check_overrides(sys.argv[1:])
+    error = cli.preflight(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

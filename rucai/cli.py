@@ -45,3 +45,63 @@ def check_overrides(argv: list[str]) -> str | None:
                 close = difflib.get_close_matches(v, valid, n=3, cutoff=0.4) or valid[:8]
                 return f"unknown {key}={v!r}; closest valid names: {', '.join(close)} (python run.py --help lists all)"
     return None
+
+
+_PASSTHROUGH_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
+                      "--version")
+
+
+def _first_of_sweeps(argv: list[str]) -> list[str]:
+    """Overrides with each sweep (a,b / range(...) / choice(...)) replaced by its first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        ov = parser.parse_override(arg)
+        if ov.is_sweep_override():
+            first = next(iter(ov.sweep_string_iterator()))
+            out.append(f"{ov.get_key_element()}={first}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e)
+    if e.__cause__ is not None and str(e.__cause__) not in text:
+        text += "\n" + str(e.__cause__)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("full_key:", "object_type=", "Config search path",
+                                                        "provider=", "path="))]
+    return " ".join(keep[:3]) or type(e).__name__
+
+
+def check_composes(argv: list[str]) -> str | None:
+    """Compose the config once (first value of each sweep) and return a one-line error, if any.
+
+    Catches misspelled keys, wrong types and unknown tasks before any job starts or heavy import.
+    """
+    if any(a in _PASSTHROUGH_FLAGS or a.startswith("--") for a in argv):
+        return None
+    overrides = [a for a in argv if not a.startswith("-")]
+    from hydra import compose, initialize_config_dir
+
+    from rucai.errors import UserError
+
+    try:
+        overrides = _first_of_sweeps(overrides)
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="preflight"):
+            cfg = compose(config_name="config", overrides=overrides)
+        from rucai.registry import get_task
+
+        get_task(cfg.task)
+    except UserError as e:
+        return str(e)
+    except Exception as e:  # Hydra/OmegaConf composition errors
+        return _one_line(e)
+    return None
+
+
+def preflight(argv: list[str]) -> str | None:
+    return check_overrides(argv) or check_composes(argv)

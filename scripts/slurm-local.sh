@@ -202,7 +202,7 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=5,sched_min_interval=0
+SchedulerParameters=sched_interval=2,bf_interval=2,sched_min_interval=0
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
 SlurmctldPidFile=$RUN/slurmctld.pid

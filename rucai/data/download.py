@@ -6,10 +6,10 @@ Run on a machine with internet::
     python -m rucai.data.download recbole --name ml-100k --out data/
 
 then pass the folder as ``data.dir=...``. ``amazon18 --out`` receives the four files directly
-(``item_index.json``/``user_index.json`` carry no category prefix: use one folder per category). Offline, every network failure becomes a one-line
-:class:`DownloadError` ("cannot reach <url> (...): no network? ..."); the CLI prints it as
-``error: ...`` on stderr and exits 2. Raw files that were fetched elsewhere can be preprocessed
-locally with ``amazon18 --reviews <file> --meta <file>`` (no network used).
+(``item_index.json``/``user_index.json`` carry no category prefix: use one folder per category).
+Offline, every network failure becomes a one-line :class:`DownloadError` ("cannot reach <url>
+(...): no network? ..."); the CLI prints it as ``error: ...`` on stderr and exits 2. Raw files
+fetched elsewhere are preprocessed locally with ``amazon18 --reviews <file> --meta <file>``.
 
 Amazon Reviews 2018 (Ni, Li & McAuley, EMNLP 2019)
 --------------------------------------------------
@@ -298,7 +298,9 @@ def _fetch_into(urls: list[str], dest: Path, timeout: float, read_timeout: float
         try:
             fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         except OSError as e:
-            raise DownloadError(f"cannot write into {dest.parent} ({_reason(e)}): pick another --out") from None
+            raise DownloadError(
+                f"cannot write into {dest.parent} ({_reason(e)}): pick another --out"
+            ) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 size = _stream_to(url, fh, timeout, read_timeout, quiet)
@@ -418,7 +420,8 @@ def _open_text(path: Path) -> Iterator[Iterable[str]]:
             yield fh
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise DownloadError(
-            f"{path} is truncated or corrupt ({_one_line(e) or type(e).__name__}): delete it or rerun with --force"
+            f"{path} is truncated or corrupt ({_one_line(e) or type(e).__name__}): "
+            "delete it or rerun with --force"
         ) from None
 
 
@@ -561,7 +564,8 @@ def preprocess_amazon18(
     inters = k_core(inters, user_k, item_k)
     if not inters:
         raise DownloadError(
-            f"no interactions survive {user_k}/{item_k}-core filtering of {reviews_path}: wrong or truncated file?"
+            f"no interactions survive {user_k}/{item_k}-core filtering of {reviews_path}: "
+            "wrong or truncated file?"
         )
 
     # Number users and items by first appearance in the raw file (deterministic; see docstring).
