@@ -90,25 +90,38 @@ clear_stale_pid() { # PIDFILE COMM
     fi
 }
 
-# stop_daemon NAME PIDFILE COMM [timeout]
-stop_daemon() {
-    local name="$1" file="$2" comm="$3" timeout="${4:-30}" pid i
-    if ! pid="$(pid_of "$file" "$comm")"; then
-        rm -f "$file"
-        return 0
-    fi
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
+# stop_daemons TIMEOUT NAME:PIDFILE:COMM... -- SIGTERM all of them at once, wait
+# for them to exit, SIGKILL whatever is left after TIMEOUT seconds.
+stop_daemons() {
+    local timeout="$1" spec name file comm pid i
+    shift
+    local pids=() files=()
+    for spec in "$@"; do
+        IFS=: read -r name file comm <<<"$spec"
+        if pid="$(pid_of "$file" "$comm")"; then
+            log "stopping $name (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+        files+=("$file")
+    done
     for ((i = 0; i < timeout * 10; i++)); do
-        [[ -d "/proc/$pid" ]] || break
+        local left=0
+        for pid in "${pids[@]}"; do [[ -d "/proc/$pid" ]] && left=1; done
+        ((left)) || break
         sleep 0.1
     done
-    if [[ -d "/proc/$pid" ]]; then
-        log "$name did not exit after ${timeout}s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.5
-    fi
-    rm -f "$file"
+    for pid in "${pids[@]}"; do
+        if [[ -d "/proc/$pid" ]]; then
+            log "pid $pid did not exit after ${timeout}s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -f "${files[@]}"
+}
+
+stop_daemon() { # NAME PIDFILE COMM [timeout]
+    stop_daemons "${4:-30}" "$1:$2:$3"
 }
 
 # wait_for DESCRIPTION TIMEOUT PIDFILE COMM LOG -- command...
@@ -361,14 +374,18 @@ start_mariadb() {
         setsid mariadbd --no-defaults --user=mysql --datadir="$MYDATA" \
             --socket="$MYSOCK" --pid-file="$MYPID" --log-error="$MYLOG" \
             --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
-            --innodb-buffer-pool-size=256M --innodb-log-file-size=64M \
+            --innodb-buffer-pool-size=512M --innodb-log-file-size=64M \
             --innodb-lock-wait-timeout=900 --innodb-flush-log-at-trx-commit=2 \
             --max-connections=200 \
             </dev/null >>"$LOGDIR/mariadb.out" 2>&1 9>&- &
+        local bgpid=$! deadline=$((SECONDS + WAIT_S))
         disown || true
+        until mariadb-admin --no-defaults -S "$MYSOCK" -uroot ping >/dev/null 2>&1; do
+            [[ -d "/proc/$bgpid" ]] || die "mariadbd exited during startup" "$MYLOG" "$LOGDIR/mariadb.out"
+            ((SECONDS < deadline)) || die "timed out after ${WAIT_S}s waiting for mariadb" "$MYLOG"
+            sleep 0.25
+        done
     fi
-    wait_for "mariadb" "$WAIT_S" "" "" "$MYLOG" -- \
-        mariadb-admin --no-defaults -S "$MYSOCK" -uroot ping
     alive "$MYPID" mariadbd || die "mariadbd is not running" "$MYLOG" "$LOGDIR/mariadb.out"
     sql <<EOF || die "could not create database/user in mariadb" "$MYLOG"
 CREATE DATABASE IF NOT EXISTS $DB_NAME;
@@ -487,13 +504,12 @@ cmd_up() {
 }
 
 cmd_down() {
-    # slurmd first so that the controller does not try to schedule on it;
-    # running job steps (slurmstepd) are left alone, as on a real cluster.
-    stop_daemon slurmd "$RUN/slurmd.pid" slurmd 20
-    stop_daemon slurmctld "$RUN/slurmctld.pid" slurmctld 30
-    stop_daemon slurmdbd "$RUN/slurmdbd.pid" slurmdbd 30
-    stop_daemon mariadb "$MYPID" mariadbd 60
-    stop_daemon munged "$MUNGE_PID" munged 10
+    # Running job steps (slurmstepd) are left alone, as on a real cluster; a
+    # later `up` re-attaches to them.  Order: slurm daemons, then slurmdbd
+    # (slurmctld flushes accounting to it), then mariadb and munge.
+    stop_daemons 30 "slurmd:$RUN/slurmd.pid:slurmd" "slurmctld:$RUN/slurmctld.pid:slurmctld"
+    stop_daemons 30 "slurmdbd:$RUN/slurmdbd.pid:slurmdbd"
+    stop_daemons 60 "mariadb:$MYPID:mariadbd" "munged:$MUNGE_PID:munged"
     log "down"
 }
 

@@ -1,0 +1,57 @@
+"""Every experiment composes with every building block; typos fail at compose time."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rucai import cli, schema
+from rucai.registry import discover
+from tests.conftest import ROOT
+
+schema.register()
+EXPERIMENTS = cli.experiments()
+
+
+def _compose(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_experiment_composes_and_names_a_task(exp):
+    cfg = _compose(f"experiment={exp}", "hardware=cpu", "debug=smoke")
+    assert cfg.task in discover(), f"{exp}: unknown task {cfg.task}"
+    assert cfg.experiment_name == exp, "experiment_name should equal the experiment's path"
+    OmegaConf.to_container(cfg.model or {}, resolve=False)
+
+
+@pytest.mark.parametrize("group", sorted(set(cli.group_dirs()) - {"experiment"}))
+def test_every_group_option_composes(group):
+    for opt in cli.options(cli.group_dirs()[group]):
+        _compose(f"{group}={opt}")
+
+
+@pytest.mark.parametrize("bad", ["trainer.max_epoch=3", "seed=abc", "hardware.accelerater=gpu",
+                                 "hardware.num_nodes=two"])
+def test_typos_and_types_fail_at_compose(bad):
+    with pytest.raises(Exception):
+        _compose(bad)
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import runpy, sys; sys.argv=['run.py','--help']\n"
+            "try:\n    runpy.run_path('run.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('torch','transformers','vllm','lightning') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    assert "HEAVY []" in p.stdout
+    for exp in EXPERIMENTS:
+        assert exp.split("/")[-1] in p.stdout
+    assert elapsed < 3.0, f"--help took {elapsed:.1f}s"

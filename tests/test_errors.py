@@ -1,0 +1,23 @@
+"""Bad input ends in one readable line and a non-zero exit, never a traceback."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["experiment=does/not_exist"], "unknown experiment='does/not_exist'; closest valid names:"),
+    (["hardware=cpuu"], "unknown hardware='cpuu'; closest valid names: cpu"),
+    (["trainer.max_epoch=3"], "Could not override 'trainer.max_epoch'"),
+    (["seed=abc"], "could not be converted to Integer"),
+    (["task=trian"], "unknown task='trian'; closest valid names: train"),
+    (["hardware=deepspeed_stage_3"], "hardware=deepspeed_stage_3 needs CUDA GPUs; none visible"),
+    (["experiment=baselines/sasrec_office", "data.dir=/definitely/missing"], "data.dir=/definitely/missing does not exist"),
+    (["-m", "model.hidden_size=32,64", "model.hiden_size=3"], "Could not override 'model.hiden_size'"),
+])
+def test_one_line_errors(args, expect, tmp_path):
+    r = run_cli(*args, "debug=smoke", run_dir=tmp_path / "run", timeout=180)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert err and err[-1].startswith("error: ") and expect in err[-1], r.stderr

@@ -1,0 +1,67 @@
+"""End to end: every experiment runs to completion with debug=smoke on CPU (new papers included)."""
+
+import csv
+import json
+
+import pytest
+
+from rucai import cli
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("exp", cli.experiments())
+def test_experiment_smoke(exp, tmp_path):
+    r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = r.metrics()
+    assert m["status"] == "completed"
+    assert (tmp_path / "run" / "config_resolved.yaml").is_file()
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+    if m["task"] == "train":
+        assert 0.0 <= m["test/ndcg@10"] <= m["test/recall@10"] <= 1.0
+        assert (tmp_path / "run" / "eval" / "val.csv").is_file()
+        assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_continues_from_saved_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["experiment=quickstart", "debug=smoke", "trainer.limit_train_batches=2"]
+    first = run_cli(*common, "trainer.max_epochs=1", run_dir=run_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.metrics()["start_epoch"] == 0
+    second = run_cli(*common, "trainer.max_epochs=2", "ckpt_path=last", run_dir=run_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    m = second.metrics()
+    assert m["resumed_from"].endswith("checkpoints/last.ckpt")
+    assert m["start_epoch"] == 1 and m["epochs_trained"] == 2  # continued, did not start over
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "eval" / "val.csv"))]
+    assert epochs == [0, 1], "epoch 0 evaluated once (first run), epoch 1 once (resumed run)"
+
+
+def test_quickstart_sweep_and_results_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", "experiment=quickstart", "model.hidden_size=32,64", "debug=smoke",
+                run_dir=sweep, multirun=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for i in (0, 1):
+        assert json.loads((sweep / str(i) / "metrics.json").read_text())["status"] == "completed"
+    from rucai.results import main as results_main
+
+    assert results_main([str(sweep)]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(sweep / "results.csv")
+    assert sorted(df["model.hidden_size"].tolist()) == [32, 64]
+    assert "test/ndcg@10" in df.columns and df["test/ndcg@10"].notna().all()
+    assert (sweep / "results.md").read_text().startswith("|")
+
+
+def test_wandb_offline_run_is_written(tmp_path):
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "run"
+    r = run_cli("experiment=quickstart", "debug=smoke", "logger=wandb", run_dir=run_dir,
+                env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert runs, list(run_dir.rglob("*"))[:20]
+    assert any(runs[0].glob("*.wandb"))
