@@ -36,7 +36,7 @@ def _overrides(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def collect(root: str | Path) -> "Any":
+def collect(root: str | Path) -> Any:
     """Return a pandas DataFrame with one row per run under `root`."""
     import pandas as pd
 

@@ -47,11 +47,13 @@ MUNGE_LOG="/var/log/munge/munged.log"
 WAIT_S="${SLURM_LOCAL_WAIT:-90}"
 
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server mariadb-client)
-# command -> package providing it (to decide whether apt is needed at all)
+# apt is only run if one of these commands is missing
 REQUIRED_CMDS=(munged mungekey sbatch sinfo sacct sacctmgr scontrol slurmctld slurmd slurmdbd
                mariadbd mariadb-install-db mariadb mariadb-admin)
 
 export SLURM_CONF="$ETC/slurm.conf"
+# daemons live in /usr/sbin, which a non-login root shell may not have on PATH
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 log() { printf '[slurm-local %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
@@ -180,6 +182,14 @@ render_slurm_conf() {
     local cpus mem_total real_mem margin def_mem
     cpus="$(nproc)"
     mem_total="$(free -m | awk '/^Mem:/ {print $2}')"
+    # inside a container, respect the cgroup memory limit (v2, then v1)
+    local f lim
+    for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do
+        lim="$(cat "$f" 2>/dev/null || true)"
+        if [[ "$lim" =~ ^[0-9]+$ ]] && ((lim / 1048576 < mem_total)); then
+            mem_total=$((lim / 1048576))
+        fi
+    done
     margin=$((mem_total / 20))
     ((margin < 256)) && margin=256
     real_mem=$((mem_total - margin))
@@ -376,6 +386,7 @@ start_mariadb() {
             --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
             --innodb-buffer-pool-size=512M --innodb-log-file-size=64M \
             --innodb-lock-wait-timeout=900 --innodb-flush-log-at-trx-commit=2 \
+            --innodb-flush-method=fsync --innodb-use-native-aio=0 \
             --max-connections=200 \
             </dev/null >>"$LOGDIR/mariadb.out" 2>&1 9>&- &
         local bgpid=$! deadline=$((SECONDS + WAIT_S))

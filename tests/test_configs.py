@@ -38,7 +38,9 @@ def test_every_group_option_composes(group):
 @pytest.mark.parametrize("bad", ["trainer.max_epoch=3", "seed=abc", "hardware.accelerater=gpu",
                                  "hardware.num_nodes=two"])
 def test_typos_and_types_fail_at_compose(bad):
-    with pytest.raises(Exception):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
         _compose(bad)
 
 

@@ -9,8 +9,8 @@ truncated to the last `max_len` items.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import lightning as L

@@ -1,0 +1,34 @@
+# rucai: `make run` (quickstart) and `make test` work on a fresh machine; both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of exactly this version lies on the CI machines; a bare `torch` pulls a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# Real data: ../shared/data on the lab machines, ./data after `python -m rucai.data.download ...`.
+export RUCAI_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-all lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(PY) run.py
+
+test: install
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache
