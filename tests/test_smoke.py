@@ -65,3 +65,17 @@ def test_wandb_offline_run_is_written(tmp_path):
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert runs, list(run_dir.rglob("*"))[:20]
     assert any(runs[0].glob("*.wandb"))
+
+
+def test_evaluate_task_reproduces_test_metrics_from_checkpoint(tmp_path):
+    common = ["experiment=quickstart", "debug=smoke", "trainer.limit_train_batches=2"]
+    trained = run_cli(*common, run_dir=tmp_path / "train")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    m = trained.metrics()
+    ev = run_cli(*common, "task=evaluate", f"ckpt_path={m['test_ckpt']}", run_dir=tmp_path / "eval")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    e = ev.metrics()
+    assert e["task"] == "evaluate" and e["test_ckpt"] == m["test_ckpt"]
+    assert abs(e["test/ndcg@10"] - m["test/ndcg@10"]) < 1e-6
+    missing = run_cli(*common, "task=evaluate", run_dir=tmp_path / "eval2")
+    assert missing.returncode == 2 and "task=evaluate needs ckpt_path" in missing.stderr
