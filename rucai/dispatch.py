@@ -31,19 +31,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _route_library_logs() -> None:
-    """Lightning installs its own console handler; let Hydra's handlers (console + job log) own it."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        lg = logging.getLogger(name)
-        lg.handlers.clear()
-        lg.propagate = True
-
-
 def run_task(cfg: DictConfig) -> float | None:
     from rucai.registry import get_task
     from rucai.utils.io import atomic_write_json, atomic_write_text
 
-    _route_library_logs()
     try:
         fn = get_task(cfg.task)
         out = Path(cfg.paths.output_dir)

@@ -50,6 +50,14 @@ def resolve_ckpt_path(ckpt_path: Any, output_dir: Path) -> str | None:
     return str(p)
 
 
+def _route_library_logs() -> None:
+    """Lightning installs its own console handler at import; let Hydra's handlers own its logs."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+
+
 def build(cfg: DictConfig):
     """Instantiate (datamodule, model, trainer, start-epoch probe) from the composed config."""
     import lightning as L
@@ -58,6 +66,7 @@ def build(cfg: DictConfig):
     from rucai import hardware
     from rucai.callbacks import EvalCSV, StartEpoch
 
+    _route_library_logs()
     hardware.check(cfg.hardware)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
