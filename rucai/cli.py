@@ -103,5 +103,15 @@ def check_composes(argv: list[str]) -> str | None:
     return None
 
 
+def check_launch_mode(argv: list[str]) -> str | None:
+    """SLURM profiles submit through Hydra's launcher, which only multirun (-m) uses."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for a in argv:
+        if a.startswith("hardware=") and a.split("=", 1)[1].startswith("slurm") and not multirun:
+            return (f"{a} submits jobs through Hydra's SLURM launcher, which only runs in multirun mode: "
+                    f"add -m (python run.py -m {' '.join(argv)})")
+    return None
+
+
 def preflight(argv: list[str]) -> str | None:
-    return check_overrides(argv) or check_composes(argv)
+    return check_overrides(argv) or check_launch_mode(argv) or check_composes(argv)

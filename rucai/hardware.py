@@ -7,6 +7,7 @@ raises a traceback; `build_strategy()` instantiates strategy objects (DeepSpeed 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -65,10 +66,25 @@ def trainer_kwargs(hw: Any) -> dict[str, Any]:
     devices = hw.devices
     if OmegaConf.is_list(devices):
         devices = list(devices)
-    return dict(
+    kwargs = dict(
         accelerator=hw.accelerator,
         devices=devices,
         num_nodes=int(hw.num_nodes),
         precision=hw.precision,
         strategy=build_strategy(hw),
     )
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        # submitit owns requeueing (rucai.launchers); Lightning only reads ranks from SLURM
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return kwargs
+
+
+def slurm_env() -> dict[str, Any]:
+    """SLURM facts about the current job, for metrics.json (empty outside SLURM)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return {}
+    return {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+            + (f"_{os.environ['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in os.environ else ""),
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0))}

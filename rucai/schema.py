@@ -46,6 +46,32 @@ class MonitorConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Cluster request for `hardware=slurm*` (wired into `hydra.launcher` by those profiles).
+
+    Put a user's defaults (partition, account, setup lines) in the git-ignored
+    `conf/local/default.yaml`; override per command with `slurm.partition=...`.
+    """
+
+    partition: Any = None
+    account: Any = None
+    qos: Any = None
+    constraint: Any = None
+    time_min: int = 60
+    mem_gb: Any = None  # per node
+    cpus_per_task: Any = None
+    # shell lines run in the sbatch script before the job (module load, conda activate, ...)
+    setup: list[str] = field(default_factory=list)
+    # any other sbatch option, e.g. {"mail-type": "END", "exclusive": true}
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    # submitit re-queues a job that hits its time limit at most this many times (pre-emption: always)
+    max_requeues: int = 3
+    # seconds before the time limit at which SLURM signals the job to requeue itself
+    signal_delay_s: int = 120
+    array_parallelism: int = 64
+
+
+@dataclass
 class RunConfig:
     task: str = "train"
     experiment_name: str = "default"
@@ -58,6 +84,7 @@ class RunConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     data: Any = None
     model: Any = None
     trainer: Any = None

@@ -121,7 +121,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     dm, model, trainer, probe = build(cfg)
     ckpt = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    from rucai.hardware import slurm_env
+
     metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "task": cfg.task, "status": "running"}
+    metrics |= slurm_env()
     t0 = time.perf_counter()
     if cfg.train:
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
