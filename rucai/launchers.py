@@ -78,10 +78,14 @@ class _CollectingLauncher(BaseSubmititLauncher):
             jobs = self._executor().map_array(self, *zip(*args, strict=True))
         except Exception as e:
             reason = _reason(e)
+            asked = {k: self.params.get(k) for k in ("partition", "nodes", "tasks_per_node", "cpus_per_task",
+                                                      "mem_gb", "gpus_per_node", "timeout_min")
+                     if self.params.get(k) is not None}
+            reason += " (asked for " + ", ".join(f"{k}={v}" for k, v in asked.items()) + ")"
             atomic_write_json(sweep_dir / "failed_jobs.json", {
                 "stage": "submission", "error": reason,
                 "jobs": [{"num": a[2], "overrides": a[0]} for a in args]})
-            print(f"error: the cluster refused the sweep: {reason} (see hydra.launcher.* / slurm.* settings)",
+            print(f"error: the cluster refused the sweep: {reason}; change slurm.* / hardware.* settings",
                   file=sys.stderr)
             sys.exit(2)
 
