@@ -31,6 +31,13 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _finish_wandb() -> None:
+    """Close this job's wandb run, so the next job of an in-process sweep starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def run_task(cfg: DictConfig) -> float | None:
     from rucai.registry import get_task
     from rucai.utils.io import atomic_write_json, atomic_write_text
@@ -43,7 +50,10 @@ def run_task(cfg: DictConfig) -> float | None:
         except Exception as e:  # an interpolation that cannot resolve is a config error
             raise UserError(f"config does not resolve: {e}".replace("\n", " ")) from e
         atomic_write_text(out / "config_resolved.yaml", resolved)
-        metrics = fn(cfg) or {}
+        try:
+            metrics = fn(cfg) or {}
+        finally:
+            _finish_wandb()
     except UserError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if _is_multirun():

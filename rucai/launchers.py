@@ -93,16 +93,20 @@ class _CollectingLauncher(BaseSubmititLauncher):
         failed = []
         for (overrides, _, idx, _, _), job in zip(args, jobs, strict=True):
             try:
-                results.append(job.results()[0])
+                ret = job.results()[0]
+                if ret.status != JobStatus.FAILED:
+                    results.append(ret)
+                    continue
+                error: BaseException = ret._return_value  # the task raised; Hydra kept the exception
+                reason, state = f"{type(error).__name__}: {error}".splitlines()[0], "TASK_FAILED"
             except Exception as e:  # FailedJobError, UncompletedJobError (killed, OOM, timeout)
-                reason = _reason(e)
-                state = getattr(job, "state", "?")
-                failed.append({"num": idx, "job_id": job.job_id, "state": state, "error": reason,
-                               "overrides": overrides})
-                self._record_failure(sweep_dir / str(idx), reason, state, job.job_id)
-                ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
-                ret._return_value = e
-                results.append(ret)
+                error, reason, state = e, _reason(e), getattr(job, "state", "?")
+            failed.append({"num": idx, "job_id": job.job_id, "state": state, "error": reason,
+                           "overrides": overrides})
+            self._record_failure(sweep_dir / str(idx), reason, state, job.job_id)
+            ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+            ret._return_value = error
+            results.append(ret)
         if failed:
             atomic_write_json(sweep_dir / "failed_jobs.json", {"stage": "run", "jobs": failed})
             for f in failed:

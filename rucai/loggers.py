@@ -46,6 +46,9 @@ def wandb_logger(
 
     resolved = wandb_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
+    auto_group, auto_name = sweep_identity()
+    group = group or auto_group
+    name = name or auto_name
     log.info("wandb: mode=%s project=%s group=%s name=%s", resolved, project, group, name)
     return WandbLogger(
         project=project,
@@ -58,6 +61,29 @@ def wandb_logger(
         settings=_settings(),
         **kwargs,
     )
+
+
+def sweep_identity() -> tuple[str | None, str | None]:
+    """(group, name) for a run: the runs of one multirun sweep share a group named after the sweep;
+    each run is named after its job number and overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    exp = hc.runtime.choices.get("experiment") or hc.job.name
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = os.path.basename(os.path.normpath(str(hc.sweep.dir)))
+        return f"{exp}/{sweep}", f"{hc.job.num}:{hc.job.override_dirname}" if hc.job.override_dirname else str(hc.job.num)
+    return str(exp), os.path.basename(os.path.normpath(hc.runtime.output_dir))
+
+
+def run_overrides() -> list[str]:
+    """The command-line overrides of this run (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _settings():

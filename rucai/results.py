@@ -71,6 +71,55 @@ def write(df, root: str | Path, metrics: list[str] | None = None) -> tuple[Path,
     return csv_path, md_path
 
 
+def swept_columns(df) -> list[str]:
+    """Override columns whose value differs between runs."""
+    skip = {"run", "experiment", "task", "status", "error", "test_ckpt", "resumed_from"}
+    metric_like = ("val/", "test/", "train/")
+    cols = [c for c in df.columns
+            if c not in skip and not c.startswith(metric_like) and ("." in c or c in ("seed", "experiment"))]
+    return [c for c in cols if c in df and df[c].nunique(dropna=True) > 1]
+
+
+def plot(df, root: str | Path, metric: str | None = None) -> Path | None:
+    """Plot `metric` against each swept value (one panel per swept override) -> results.png."""
+    metrics = [c for c in df.columns if c.startswith(("test/", "val/"))]
+    metric = metric or next((m for m in ("test/ndcg@10", "val/ndcg@10") if m in metrics), None) or (
+        metrics[0] if metrics else None)
+    swept = swept_columns(df)
+    if metric is None or not swept:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, len(swept), figsize=(4.2 * len(swept), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], swept, strict=True):
+        sub = df[[col, metric]].dropna(subset=[metric])
+        x = pd.to_numeric(sub[col], errors="coerce")
+        if x.notna().all():
+            agg = sub.assign(x=x).groupby("x")[metric].agg(["mean", "std", "count"]).reset_index()
+            ax.errorbar(agg["x"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3)
+            if (agg["x"] > 0).all() and agg["x"].max() / agg["x"].min() >= 10:
+                ax.set_xscale("log")
+        else:
+            agg = sub.groupby(col)[metric].mean()
+            ax.bar([str(v) for v in agg.index], agg.values)
+            ax.tick_params(axis="x", rotation=30)
+        ax.set_xlabel(col)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{metric} over {len(df)} runs")
+    fig.tight_layout()
+    out = Path(root) / "results.png"
+    tmp = out.with_name(".results.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rucai.results", description=__doc__.splitlines()[0])
     ap.add_argument("dir", help="a run directory, a multirun sweep directory or any folder above them")
@@ -85,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no runs (metrics.json or .hydra/overrides.yaml) under {args.dir}", file=sys.stderr)
         return 2
     csv_path, md_path = write(df, args.dir, args.metrics)
+    png = plot(df, args.dir, (args.metrics or [None])[0])
     cols = [c for c in df.columns if c not in ("experiment", "task", "test_ckpt", "resumed_from")]
     if args.metrics:
         cols = [c for c in cols if not c.startswith(("val/", "test/", "train/")) or c in args.metrics]
     print(df[cols].to_markdown(index=False, floatfmt=".4f"))
-    print(f"\nwrote {csv_path} and {md_path}")
+    print(f"\nwrote {csv_path}, {md_path}" + (f" and {png}" if png else ""))
     return 0
 
 

@@ -88,8 +88,11 @@ def build(cfg: DictConfig):
         default_root_dir=str(output_dir),
         **hardware.trainer_kwargs(cfg.hardware),
     )
+    from rucai.loggers import run_overrides
+
+    hparams = OmegaConf.to_container(cfg, resolve=True) | {"overrides": run_overrides()}
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(hparams)
     return dm, model, trainer, probe
 
 

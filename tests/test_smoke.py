@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rucai import cli
-from tests.conftest import run_cli
+from tests.conftest import DATA_DIR, needs_data, run_cli
 
 
 @pytest.mark.parametrize("exp", cli.experiments())
@@ -54,17 +54,21 @@ def test_quickstart_sweep_and_results_table(tmp_path):
     assert sorted(df["model.hidden_size"].tolist()) == [32, 64]
     assert "test/ndcg@10" in df.columns and df["test/ndcg@10"].notna().all()
     assert (sweep / "results.md").read_text().startswith("|")
+    assert (sweep / "results.png").stat().st_size > 1000  # metric vs swept value
 
 
-def test_wandb_offline_run_is_written(tmp_path):
+def test_wandb_offline_sweep_shares_a_group(tmp_path):
     pytest.importorskip("wandb")
-    run_dir = tmp_path / "run"
-    r = run_cli("experiment=quickstart", "debug=smoke", "logger=wandb", run_dir=run_dir,
-                env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
+    sweep = tmp_path / "wbsweep"
+    r = run_cli("-m", "experiment=quickstart", "debug=smoke", "logger=wandb", "model.hidden_size=16,32",
+                run_dir=sweep, multirun=True, env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = list((run_dir / "wandb").glob("offline-run-*"))
-    assert runs, list(run_dir.rglob("*"))[:20]
-    assert any(runs[0].glob("*.wandb"))
+    for i, hs in ((0, 16), (1, 32)):
+        runs = list((sweep / str(i) / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, f"job {i} must write its own offline run"
+        blob = next(runs[0].glob("*.wandb")).read_bytes()
+        assert b"quickstart/wbsweep" in blob  # group = <experiment>/<sweep dir>
+        assert f"model.hidden_size={hs}".encode() in blob  # the run's config carries its overrides
 
 
 def test_evaluate_task_reproduces_test_metrics_from_checkpoint(tmp_path):
@@ -79,3 +83,18 @@ def test_evaluate_task_reproduces_test_metrics_from_checkpoint(tmp_path):
     assert abs(e["test/ndcg@10"] - m["test/ndcg@10"]) < 1e-6
     missing = run_cli(*common, "task=evaluate", run_dir=tmp_path / "eval2")
     assert missing.returncode == 2 and "task=evaluate needs ckpt_path" in missing.stderr
+
+
+@needs_data("amazon18_office")
+def test_submitit_local_sweep_records_failed_job(tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "local"
+    good = DATA_DIR / "amazon18_office"
+    r = run_cli("-m", "hydra/launcher=rucai_local", "experiment=baselines/sasrec_office", "debug=smoke",
+                f"data.dir={good},/no/such/dir", run_dir=sweep, multirun=True, timeout=300)
+    assert r.returncode == 1
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: 1 of 2 jobs failed"), r.stderr[-2000:]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
+    failed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "data.dir=/no/such/dir does not exist" in failed["error"]
