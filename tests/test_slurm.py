@@ -101,24 +101,24 @@ def test_killed_job_is_reported_and_others_kept(tmp_path):
 
 def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
-    # SLURM signals a 1-minute job ~15-30 s after it starts (signal_delay_s=30, checked every ~30 s);
-    # after ~8 s of start-up that leaves a few epochs per allocation, fewer than the 12 asked for:
+    # SLURM signals a 2-minute job ~60 s after it starts (signal_delay_s=60; it checks limits every
+    # ~30 s, so the signal can come earlier). 20 epochs of ~4 s do not fit in one allocation:
     # submitit requeues the job and each rerun resumes from checkpoints/last.ckpt.
     r = run_cli("-m", "experiment=quickstart", "hardware=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=2",
-                "slurm.time_min=1", "slurm.signal_delay_s=30", "slurm.max_requeues=12",
-                "trainer.max_epochs=12", "trainer.limit_train_batches=12", "trainer.limit_val_batches=1",
+                "slurm.time_min=2", "slurm.signal_delay_s=60", "slurm.max_requeues=10",
+                "trainer.max_epochs=20", "trainer.limit_train_batches=40", "trainer.limit_val_batches=1",
                 "trainer.enable_progress_bar=false",
                 "callbacks.early_stopping.patience=1000", "seed=1",
                 run_dir=sweep, multirun=True, timeout=560)
     assert r.returncode == 0, r.stderr[-3000:]
     m = _metrics(sweep / "0")
-    assert m["status"] == "completed" and m["epochs_trained"] == 12
+    assert m["status"] == "completed" and m["epochs_trained"] == 20
     assert m["slurm_restart_count"] >= 1, m
     assert m["start_epoch"] > 0 and m["resumed_from"].endswith("checkpoints/last.ckpt"), m
     epochs = [int(row["epoch"]) for row in csv.DictReader(open(sweep / "0" / "eval" / "val.csv"))]
-    assert sorted(set(epochs)) == list(range(12))
+    assert sorted(set(epochs)) == list(range(20))
     # at most the epoch in flight at each requeue is evaluated twice; nothing restarts from scratch
-    assert len(epochs) <= 12 + m["slurm_restart_count"]
+    assert len(epochs) <= 20 + m["slurm_restart_count"]
 
 
 @pytest.mark.parametrize("args,expect", [
