@@ -56,7 +56,22 @@ def test_fsdp_and_ddp_strategy_objects():
     assert hardware.build_strategy(_hw("cpu")) == "auto"
 
 
-@pytest.mark.parametrize("name", [p for p in PROFILES if p != "cpu"])
+GPU_PROFILES = [p for p in PROFILES if _hw(p).accelerator != "cpu"]
+
+
+def test_slurm_profiles_wire_launcher_to_hardware():
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
+        cfg = compose("config", overrides=["hardware=slurm_multinode", "hardware.devices=4", "slurm.mem_gb=64"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.rucai_launchers.SlurmLauncher"
+    assert launcher.nodes == cfg.hardware.num_nodes == 2
+    assert launcher.tasks_per_node == launcher.gpus_per_node == cfg.hardware.devices == 4
+    assert launcher.mem_gb == 64 and cfg.ckpt_path == "last"
+    assert "slurm_gpu" in GPU_PROFILES and "slurm_8gpu" in GPU_PROFILES and "slurm" not in GPU_PROFILES
+
+
+@pytest.mark.parametrize("name", GPU_PROFILES)
 def test_gpu_profiles_fail_in_one_line_without_gpus(name):
     with pytest.raises(UserError) as e:
         hardware.check(_hw(name), n_gpus=0)
