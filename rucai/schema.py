@@ -76,6 +76,8 @@ class RunConfig:
     task: str = "train"
     experiment_name: str = "default"
     seed: int = 42
+    # debug=smoke sets this: tasks without a Lightning trainer shrink themselves (see each task)
+    smoke: bool = False
     tags: list[str] = field(default_factory=list)
     train: bool = True
     test: bool = True

@@ -1,0 +1,111 @@
+"""Evaluation tasks: `math_eval` (sampled generation on math benchmarks, OlymMATH protocol)."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rucai.registry import task
+
+log = logging.getLogger(__name__)
+
+
+def _settings(cfg: DictConfig) -> dict[str, Any]:
+    ev = OmegaConf.to_container(cfg.eval, resolve=True)
+    sampling = OmegaConf.to_container(cfg.llm.sampling, resolve=True)
+    out = {"num_samples": int(ev["num_samples"]), "max_problems": ev.get("max_problems"),
+           "chunk_size": int(ev.get("chunk_size", 16)), "system_prompt": ev.get("system_prompt"),
+           "protocol": ev.get("protocol", "strict"), "sampling": sampling}
+    if cfg.get("smoke"):  # debug=smoke: a few problems, few short samples
+        smoke = ev.get("smoke") or {}
+        out["num_samples"] = min(out["num_samples"], int(smoke.get("num_samples", 2)))
+        out["max_problems"] = int(smoke.get("max_problems", 3))
+        sampling["max_tokens"] = min(int(sampling.get("max_tokens") or 10**9), int(smoke.get("max_tokens", 32)))
+    return out
+
+
+@task("math_eval")
+def math_eval(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
+    from rucai.eval.math import extract_answer, verify
+    from rucai.llm import build_llm
+    from rucai.llm.base import SamplingParams
+    from rucai.utils.io import atomic_write_json, atomic_write_text
+
+    out_dir = Path(cfg.paths.output_dir)
+    s = _settings(cfg)
+    bench = instantiate(cfg.data, _convert_="all")
+    problems = bench.load()
+    if s["max_problems"]:
+        problems = problems[: int(s["max_problems"])]
+    by_id = {p.id: p for p in problems}
+
+    def check(response: str, gold: str) -> bool:
+        return verify(response, gold, protocol=s["protocol"])
+
+    def equivalent(a: str, b: str) -> bool:
+        return verify(f"\\boxed{{{a}}}", b)
+
+    samples_path = out_dir / "samples.jsonl"
+    llm_identity = {k: v for k, v in OmegaConf.to_container(cfg.llm, resolve=True).items() if k != "sampling"}
+    key = sampling_key(llm_identity, s["sampling"], s["system_prompt"])
+    done = read_samples(samples_path, key)
+    todo = [(p, [i for i in range(s["num_samples"]) if (p.id, i) not in done]) for p in problems]
+    todo = [(p, missing) for p, missing in todo if missing]
+    log.info("%s: %d problems x %d samples; %d already done, %d problems to generate (sampling key %s)",
+             bench.name, len(problems), s["num_samples"], len(done), len(todo), key)
+
+    if todo:
+        llm = build_llm(cfg.llm, cfg.hardware)
+        for start in range(0, len(todo), s["chunk_size"]):
+            chunk = todo[start: start + s["chunk_size"]]
+            for n in sorted({len(m) for _, m in chunk}):  # one request per distinct sample count
+                group = [(p, m) for p, m in chunk if len(m) == n]
+                prompts = []
+                for p, _ in group:
+                    msgs = [{"role": "system", "content": s["system_prompt"]}] if s["system_prompt"] else []
+                    prompts.append(msgs + [{"role": "user", "content": p.prompt(bench.instruction)}])
+                seed = (int(cfg.seed) + zlib.crc32(f"{group[0][0].id}:{group[0][1][0]}".encode())) % 2**31
+                params = SamplingParams(**(s["sampling"] | {"n": n, "seed": seed}))
+                outputs = llm.generate(prompts, params)
+                rows = []
+                for j, ((p, missing), out) in enumerate(zip(group, outputs, strict=True)):
+                    for idx, comp in zip(missing, out.completions, strict=True):
+                        extracted = extract_answer(comp.text)
+                        rows.append({
+                            "problem_id": p.id, "sample_idx": idx, "sampling_key": key,
+                            "benchmark": p.benchmark, "language": p.language, "tier": p.tier,
+                            "subject": p.subject, "prompt": prompts[j][-1]["content"],
+                            "response": comp.text, "num_tokens": comp.num_tokens,
+                            "finish_reason": comp.finish_reason, "gold": p.answer,
+                            "extracted": extracted, "correct": check(comp.text, p.answer),
+                        })
+                append_rows(samples_path, rows)
+            log.info("generated %d/%d problems", min(start + s["chunk_size"], len(todo)), len(todo))
+
+    rows = [r for r in read_samples(samples_path, key).values() if r["problem_id"] in by_id]
+    for r in rows:  # rescore with the current checker/protocol
+        r["correct"] = check(r["response"], by_id[r["problem_id"]].answer)
+    metrics, per_problem = summarize(rows, by_id, equivalent, lambda a, g: check(f"\\boxed{{{a}}}", g))
+
+    import pandas as pd
+
+    table = pd.DataFrame(per_problem)
+    atomic_write_text(out_dir / "per_problem.csv", table.to_csv(index=False))
+    summary = pd.DataFrame([{"metric": k.removeprefix("eval/"), "value": round(100 * v, 2)}
+                            for k, v in metrics.items() if k.startswith("eval/") and "tokens" not in k])
+    summary.loc[len(summary)] = ["mean_response_tokens", round(metrics["eval/mean_response_tokens"], 1)]
+    md = f"# {bench.name}: {cfg.experiment_name}\n\n" + summary.to_markdown(index=False) + "\n"
+    atomic_write_text(out_dir / "summary.md", md)
+    plot_subjects(metrics, out_dir / "subjects.png", f"{bench.name}: pass@1 by subject")
+    metrics = {"experiment": cfg.experiment_name, "task": "math_eval", "benchmark": bench.name,
+               "sampling_key": key, "status": "completed"} | metrics
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    print(md)
+    return metrics
