@@ -149,6 +149,11 @@ def test_answer_phrase_fallback_verifies():
         (r"\text{Evelyn}", r"\text{Evelyn}"),
         ("evelyn", r"\text{Evelyn}"),
         ("52_{8}", "52_8"),
+        (r"\frac{9}{5}", r"1\frac{4}{5}"),
+        (
+            r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}",
+            r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}",
+        ),
         ("9i+6", "6+9i"),
         (r"x^5 - x^4 + x^3 - x^2 + x - 1", r"x^5 - x^4 + x^3 - x^2 + x - 1"),
     ],
@@ -201,6 +206,11 @@ def test_olymmath_golds_have_no_percent(olym_rows):
         (r"\frac{\pi}{12}", "15"),
         ("x + 1", "x - 1"),
         ("52_9", "52_8"),
+        (r"\frac{4}{5}", r"1\frac{4}{5}"),
+        (
+            r"\begin{pmatrix} -1 & 1 \\ 0 & -1 \end{pmatrix}",
+            r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}",
+        ),
         ("6-9i", "6+9i"),
         (r"\text{Navin}", r"\text{Evelyn}"),
         ("0.84x", "0.84"),

@@ -47,7 +47,10 @@ Strict rules
   compare case-insensitively and the rest go to math-verify (``parse`` + ``verify`` with its
   signal-based timeouts in the main thread; from another thread the timeouts are switched off,
   inputs over 1000 characters are refused, and errors mean "not equal").
-* ``2^2023`` (digits after ``^`` without braces, as in one OlymMATH gold) is read as ``2^{2023}``.
+* ``2^2023`` (digits after ``^`` without braces, as in one OlymMATH gold) is read as ``2^{2023}``;
+  an integer glued to a fraction of integers is a mixed number (``1\\frac{4}{5}`` = 9/5, as in
+  MATH); numbers in a base (``52_8``) must match digits and base (a bare ``52`` is accepted).
+* Units are ignored, even a wrong one (``15 cm^3`` for gold ``15 cm^2``).
 
 OlymMATH authors' protocol (``protocol="olymmath_lenient"``)
 -----------------------------------------------------------
@@ -222,7 +225,7 @@ _WRAPPERS = re.compile(
     r"\\(?:text|textbf|textit|textrm|texttt|textsf|mathrm|mathbf|mathit|mathsf|mathtt|mbox|"
     r"boldsymbol|bm|operatorname\*?|emph)\s*\{"
 )
-_SPACES = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
+_SPACES = re.compile(r"(?<!\\)((?:\\\\)*)(?:\\[,;:! ]|\\q?quad(?![a-zA-Z])|~)")
 _LEADIN = re.compile(
     r"^(?:(?:so|thus|therefore|hence|then)\s*,?\s*)?(?:the\s+)?(?:final\s+)?(?:answer|result)"
     r"\s*(?:is|=|:)?\s*:?\s*"
@@ -267,7 +270,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = re.sub(r"\\(?:ge|geq|geqslant)(?![a-zA-Z])", r"\\ge ", s)
     s = re.sub(r"(\d)\{,\}(?=\d)", r"\1", s)
     s = re.sub(r"(\d)(?:\\[,! ]|~)\s*(?=\d{3}(?!\d))", r"\1", s)
-    s = _SPACES.sub(" ", s)
+    s = _SPACES.sub(r"\1 ", s)
     deg = False
     if _TEXT_DEG.search(s):
         s = _TEXT_DEG.sub(" ", s)
@@ -661,10 +664,15 @@ class _Evaluator:
         raise _NotNumeric
 
 
+_MIXED = re.compile(r"(?<![\d.}^_)])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
+
+
 @functools.lru_cache(maxsize=65536)
 def _evaluate(s: str) -> Fraction | float | None:
     if len(s) > 400:
         return None
+    # mixed numbers: 1\frac{4}{5} is 1 + 4/5 (an integer glued to a fraction of integers)
+    s = _MIXED.sub(r"(\1+\\frac{\2}{\3})", s)
     try:
         return _Evaluator(s).run()
     except (_NotNumeric, ZeroDivisionError, ValueError, OverflowError, RecursionError):
