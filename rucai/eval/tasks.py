@@ -34,7 +34,7 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
 
     from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
     from rucai.eval.math import extract_answer, verify
-    from rucai.llm import build_llm
+    from rucai.llm import build as build_llm
     from rucai.llm.base import SamplingParams
     from rucai.utils.io import atomic_write_json, atomic_write_text
 
@@ -62,7 +62,7 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
              bench.name, len(problems), s["num_samples"], len(done), len(todo), key)
 
     if todo:
-        llm = build_llm(cfg.llm, cfg.hardware)
+        llm = build_llm(cfg.llm, hardware=cfg.hardware)
         for start in range(0, len(todo), s["chunk_size"]):
             chunk = todo[start: start + s["chunk_size"]]
             for n in sorted({len(m) for _, m in chunk}):  # one request per distinct sample count
