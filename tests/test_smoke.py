@@ -9,14 +9,39 @@ from rucai import cli
 from tests.conftest import DATA_DIR, needs_data, run_cli
 
 
+def _needs_gpu(exp: str) -> bool:
+    from hydra import compose, initialize_config_dir
+
+    from rucai import schema
+
+    schema.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
+        cfg = compose("config", overrides=[f"experiment={exp}"])
+    return bool(cfg.hardware.needs_gpu) or (cfg.get("llm") or {}).get("backend") == "vllm"
+
+
 @pytest.mark.parametrize("exp", cli.experiments())
 def test_experiment_smoke(exp, tmp_path):
+    if _needs_gpu(exp):  # GPU-only experiments (vLLM, 8-GPU models): one clear line on CPU
+        r = run_cli(f"experiment={exp}", "debug=smoke", run_dir=tmp_path / "run", timeout=120)
+        last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+        assert r.returncode == 2 and "needs CUDA GPUs; none visible" in last, r.stderr[-2000:]
+        r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run2", timeout=120)
+        last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+        assert r.returncode == 2 and "needs a CUDA GPU" in last, r.stderr[-2000:]
+        return
     r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
     m = r.metrics()
     assert m["status"] == "completed"
     assert (tmp_path / "run" / "config_resolved.yaml").is_file()
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+    if m["task"] == "math_eval":
+        run = tmp_path / "run"
+        assert (run / "summary.md").is_file() and (run / "per_problem.csv").is_file()
+        rows = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+        assert rows and {"response", "extracted", "correct", "num_tokens"} <= set(rows[0])
+        assert 0.0 <= m["eval/pass@1"] <= 1.0
     if m["task"] == "train":
         assert 0.0 <= m["test/ndcg@10"] <= m["test/recall@10"] <= 1.0
         assert (tmp_path / "run" / "eval" / "val.csv").is_file()

@@ -38,6 +38,9 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from rucai.llm.base import SamplingParams
     from rucai.utils.io import atomic_write_json, atomic_write_text
 
+    from rucai import hardware
+
+    hardware.check(cfg.hardware)
     out_dir = Path(cfg.paths.output_dir)
     s = _settings(cfg)
     bench = instantiate(cfg.data, _convert_="all")
