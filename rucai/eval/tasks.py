@@ -32,13 +32,12 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
 def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
+    from rucai import hardware
     from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
     from rucai.eval.math import extract_answer, verify
     from rucai.llm import build as build_llm
     from rucai.llm.base import SamplingParams
     from rucai.utils.io import atomic_write_json, atomic_write_text
-
-    from rucai import hardware
 
     hardware.check(cfg.hardware)
     out_dir = Path(cfg.paths.output_dir)
