@@ -106,6 +106,8 @@ def check_composes(argv: list[str]) -> str | None:
 def check_launch_mode(argv: list[str]) -> str | None:
     """SLURM profiles submit through Hydra's launcher, which only multirun (-m) uses."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    if any(a in _PASSTHROUGH_FLAGS for a in argv):  # --cfg / --help only show things
+        return None
     for a in argv:
         if a.startswith("hardware=") and a.split("=", 1)[1].startswith("slurm") and not multirun:
             return (f"{a} submits jobs through Hydra's SLURM launcher, which only runs in multirun mode: "

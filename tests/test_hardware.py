@@ -71,6 +71,13 @@ def test_slurm_profiles_wire_launcher_to_hardware():
     assert "slurm_gpu" in GPU_PROFILES and "slurm_8gpu" in GPU_PROFILES and "slurm" not in GPU_PROFILES
 
 
+def test_slurm_vllm_is_one_task_with_all_gpus():
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
+        cfg = compose("config", overrides=["hardware=slurm_vllm", "hardware.devices=4"], return_hydra_config=True)
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.gpus_per_node == 4
+    assert cfg.hardware.tensor_parallel_size == 4
+
+
 @pytest.mark.parametrize("name", GPU_PROFILES)
 def test_gpu_profiles_fail_in_one_line_without_gpus(name):
     with pytest.raises(UserError) as e:
