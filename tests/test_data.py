@@ -65,3 +65,31 @@ def test_real_amazon_office():
     dm.setup("fit")
     assert dm.stats["valid"] == dm.stats["test"] == 4905
     assert dm.stats["train"] == 53258 - 3 * 4905
+
+
+def test_recbole_atomic_loader(tmp_path):
+    from rucai.data.recbole import load_atomic
+
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                 "u1\ta\t5\t3\nu1\tb\t1\t1\nu2\tb\t4\t2\nu1\tc\t4\t2\n")
+    (d / "toy.item").write_text("item_id:token\ttitle:token_seq\na\tAlpha\nb\tBeta\n")
+    data = load_atomic(d, "toy")
+    assert data.num_items == 3
+    # u1 sorted by time: b(1), c(2), a(3); ids by first appearance: a=1, b=2, c=3
+    assert data.sequences[data.user_ids.index("u1")] == [2, 3, 1]
+    assert data.item_text[1] == {"title": "Alpha"}
+    assert load_atomic(d, "toy", min_rating=4).sequences[data.user_ids.index("u1")] == [3, 1]
+    with pytest.raises(UserError, match="toy2.inter not found"):
+        load_atomic(d, "toy2")
+
+
+@needs_data("ml-100k")
+def test_real_ml100k():
+    from rucai.data.recbole import load_atomic
+
+    data = load_atomic(DATA_DIR / "ml-100k", "ml-100k")
+    st = data.stats()
+    assert (st["users"], st["items"], st["interactions"]) == (943, 1682, 100000)
+    assert data.item_text[data.sequences[0][0]]["movie_title"]
