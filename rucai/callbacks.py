@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -34,10 +35,23 @@ class EvalCSV(L.Callback):
 
 
 class StartEpoch(L.Callback):
-    """Remembers the epoch at which `fit` started (non-zero after a resume)."""
+    """Remembers the epoch at which `fit` started (non-zero after a resume) and times each
+    training epoch (training only, validation excluded)."""
 
     def __init__(self) -> None:
         self.start_epoch: int | None = None
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start_epoch = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = self._t_last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._t_last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the last training batch's end: validation (run before this hook) is not counted
+        self.epoch_seconds.append(self._t_last - self._t0)

@@ -137,6 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "start_epoch": probe.start_epoch,
             "resumed_from": ckpt,
             "fit_seconds": round(time.perf_counter() - t0, 2),
+            "sec_per_epoch": round(sum(probe.epoch_seconds) / max(len(probe.epoch_seconds), 1), 3),
         }
         metrics |= _best_val(trainer)
         if trainer.interrupted:

@@ -1,0 +1,1 @@
+"""Generative-recommendation substrate: item text embeddings and RQ-VAE semantic IDs."""
