@@ -1,0 +1,1 @@
+"""Benchmarks that compare rucai with reference implementations, one command each."""

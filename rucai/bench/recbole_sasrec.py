@@ -1,0 +1,132 @@
+"""SASRec side by side: RecBole 1.2.1 vs rucai on the same split and hyperparameters.
+
+    python -m rucai.bench.recbole_sasrec --data-dir ../shared/data/amazon18_office \
+        --hidden 64 128 --seeds 0 1 2 --epochs 300
+
+Both train on the same data (LC-Rec Office exported to RecBole atomic files, timestamps = the
+sequence order), leave-one-out, max history 20, CE loss over all items, Adam lr 1e-3, batch 2048,
+dropout 0.5/0.5, inner size 256, full ranking with already-seen items masked (RecBole's full-sort
+protocol; rucai `model.mask_history=true`), early stopping on valid NDCG@10 with patience 10.
+Prints seconds per training epoch for each and the ratio, and test Recall@10/NDCG@10.
+
+RecBole lives in its own environment (its pins are old): `bash scripts/recbole-env.sh` builds
+`.venv-recbole/` (torch==2.13.0 + recbole==1.2.1); `--recbole-python` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RECBOLE_SCRIPT = r"""
+import json, sys, logging
+from recbole.quick_start import run_recbole
+cfg = json.loads(sys.argv[1])
+res = run_recbole(model="SASRec", dataset=cfg.pop("dataset"), config_dict=cfg, saved=False)
+print("RUCAI_RESULT " + json.dumps({k: (dict(v) if hasattr(v, "items") else v) for k, v in res.items()}))
+"""
+
+
+def export_atomic(data_dir: Path, name: str, out: Path) -> Path:
+    """LC-Rec `<name>.inter.json` -> RecBole `<out>/office/office.inter` (order kept via timestamps)."""
+    raw = json.loads((data_dir / f"{name}.inter.json").read_text())
+    d = out / "office"
+    d.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u, items in raw.items():
+        lines += [f"{u}\t{i}\t{t}" for t, i in enumerate(items)]
+    (d / "office.inter").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def run_recbole(python: str, data_path: Path, hidden: int, seed: int, epochs: int, batch: int) -> dict:
+    cfg = {
+        "dataset": "office", "data_path": str(data_path), "seed": seed, "reproducibility": True,
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": 20, "hidden_size": hidden, "inner_size": 256, "n_layers": 2, "n_heads": 2,
+        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "loss_type": "CE", "train_neg_sample_args": None,
+        "train_batch_size": batch, "eval_batch_size": 4096, "learning_rate": 1e-3, "epochs": epochs,
+        "stopping_step": 10, "valid_metric": "NDCG@10", "metrics": ["Recall", "NDCG"], "topk": [10],
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+        "device": "cpu", "use_gpu": False, "show_progress": False, "checkpoint_dir": str(data_path / "ckpt"),
+        "log_wandb": False, "worker": 0,
+    }
+    p = subprocess.run([python, "-c", RECBOLE_SCRIPT, json.dumps(cfg)], capture_output=True, text=True,
+                       cwd=data_path)
+    out = p.stdout + p.stderr
+    m = re.search(r"RUCAI_RESULT (.*)", out)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"RecBole failed (rc={p.returncode}): {out[-2000:]}")
+    res = json.loads(m.group(1))
+    times = [float(t) for t in re.findall(r"training \[time: ([0-9.]+)s", out)]
+    test = res["test_result"]
+    return {"sec_per_epoch": statistics.mean(times), "epochs": len(times),
+            "recall@10": float(test["recall@10"]), "ndcg@10": float(test["ndcg@10"])}
+
+
+def run_rucai(data_dir: Path, hidden: int, seed: int, epochs: int, batch: int, out: Path) -> dict:
+    run_dir = out / f"rucai_h{hidden}_s{seed}"
+    cmd = [sys.executable, str(ROOT / "run.py"), "experiment=baselines/sasrec_office",
+           f"data.dir={data_dir}", f"data.batch_size={batch}", "data.eval_batch_size=4096",
+           f"model.hidden_size={hidden}", "model.inner_size=256", "model.mask_history=true",
+           f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", f"seed={seed}",
+           "logger=none", f"hydra.run.dir={run_dir}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError(f"rucai failed: {p.stderr[-2000:]}")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {"sec_per_epoch": m["sec_per_epoch"], "epochs": m["epochs_trained"],
+            "recall@10": m["test/recall@10"], "ndcg@10": m["test/ndcg@10"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rucai.bench.recbole_sasrec", description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "amazon18_office")
+    ap.add_argument("--name", default="Office_Products")
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--recbole-python", default=str(ROOT / ".venv-recbole" / "bin" / "python"))
+    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if not Path(args.recbole_python).exists():
+        print(f"error: no RecBole environment at {args.recbole_python}: run `bash scripts/recbole-env.sh` "
+              f"or pass --recbole-python", file=sys.stderr)
+        return 2
+    if not (args.data_dir / f"{args.name}.inter.json").is_file():
+        print(f"error: {args.data_dir / (args.name + '.inter.json')} not found (--data-dir)", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rucai-recbole-") as tmp:
+        atomic = export_atomic(args.data_dir, args.name, Path(tmp))
+        for h in args.hidden:
+            for s in args.seeds:
+                rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size)
+                ours = run_rucai(args.data_dir, h, s, args.epochs, args.batch_size, Path(tmp))
+                rows.append({"hidden": h, "seed": s, "recbole": rb, "rucai": ours})
+                print(f"h={h} seed={s}: recbole {rb}  rucai {ours}", flush=True)
+    print("\n| hidden | seed | RecBole s/epoch | rucai s/epoch | speed-up | RecBole R@10 | rucai R@10 "
+          "| RecBole N@10 | rucai N@10 | epochs (RecBole/rucai) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rb, us = r["recbole"], r["rucai"]
+        print(f"| {r['hidden']} | {r['seed']} | {rb['sec_per_epoch']:.2f} | {us['sec_per_epoch']:.2f} | "
+              f"{rb['sec_per_epoch'] / us['sec_per_epoch']:.2f}x | {rb['recall@10']:.4f} | {us['recall@10']:.4f} | "
+              f"{rb['ndcg@10']:.4f} | {us['ndcg@10']:.4f} | {rb['epochs']}/{us['epochs']} |")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
