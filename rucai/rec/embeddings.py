@@ -62,7 +62,9 @@ def item_to_text(meta: Mapping[str, Any] | None, fields: Sequence[str] = DEFAULT
 
 
 def build_texts(
-    item_text: Mapping[int, Mapping[str, Any]], fields: Sequence[str] = DEFAULT_FIELDS, num_items: int | None = None
+    item_text: Mapping[int, Mapping[str, Any]],
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    num_items: int | None = None,
 ) -> list[str]:
     """Texts for items 1..N (N = num_items or the largest id); items without metadata get ""."""
     ids = [int(k) for k in item_text]
@@ -104,7 +106,9 @@ def load_encoder(name: str, device: str | None = None):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise UserError("item embeddings need sentence-transformers: pip install sentence-transformers") from e
+        raise UserError(
+            "item embeddings need sentence-transformers: pip install sentence-transformers"
+        ) from e
     try:
         return SentenceTransformer(path, device=device or "cpu")
     except Exception as e:  # offline / unknown repo / corrupt folder

@@ -1,0 +1,176 @@
+"""RQ-VAE semantic IDs: quantization math, k-means init, EMA, training, collisions, Office run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rucai.rec.rqvae import (
+    ResidualQuantizer,
+    RQVAEConfig,
+    VectorQuantizer,
+    assign_codes,
+    code_stats,
+    kmeans,
+    load_checkpoint,
+    resolve_collisions,
+    train_rqvae,
+)
+from tests.conftest import needs_data
+
+TINY = dict(layers=[32], e_dim=8, num_codes=[8, 8], batch_size=64, kmeans_iters=20)
+
+
+def clustered(n_clusters=8, per=40, dim=16, seed=0):
+    g = np.random.default_rng(seed)
+    centres = g.normal(size=(n_clusters, dim)) * 2
+    x = centres.repeat(per, 0) + 0.05 * g.normal(size=(n_clusters * per, dim))
+    return np.concatenate([np.zeros((1, dim)), x]).astype(np.float32)  # row 0 = padding
+
+
+def test_exact_codebook_gives_zero_quantization_error():
+    vq = VectorQuantizer(5, 3, kmeans_init=False)
+    vq.embedding.weight.data = torch.randn(5, 3)
+    x = vq.codebook.detach()[[3, 1, 4, 1]]
+    xq, loss, idx = vq(x)
+    assert idx.tolist() == [3, 1, 4, 1]
+    torch.testing.assert_close(xq, x)
+    assert float(loss) == 0.0
+
+
+def test_nearest_codeword_and_residual_levels():
+    vq = VectorQuantizer(7, 4, kmeans_init=False)
+    x = torch.randn(50, 4)
+    assert vq.nearest(x).tolist() == torch.cdist(x, vq.codebook.detach()).argmin(1).tolist()
+
+    rq = ResidualQuantizer([4, 4], 2, kmeans_init=False)
+    c1 = torch.tensor([[10.0, 0], [0, 10], [-10, 0], [0, -10]])
+    c2 = torch.tensor([[1.0, 0], [0, 1], [-1, 0], [0, -1]])
+    rq.levels[0].embedding.weight.data, rq.levels[1].embedding.weight.data = c1, c2
+    i, j = torch.tensor([0, 1, 3, 2]), torch.tensor([2, 2, 0, 1])
+    z = c1[i] + c2[j]
+    rq.eval()
+    zq, loss, codes = rq(z)
+    assert codes.tolist() == torch.stack([i, j], 1).tolist()
+    torch.testing.assert_close(zq, z)  # last residual is zero
+    assert float(loss) > 0  # level 1 alone leaves the level-2 residual
+
+
+def test_kmeans_init_picks_codewords_from_data():
+    pts = torch.tensor([[0.0, 0], [5, 5], [-5, 5], [5, -5]])
+    data = pts.repeat(10, 1) + 0.0
+    c = kmeans(data, 4, generator=torch.Generator().manual_seed(0))
+    assert sorted(map(tuple, c.tolist())) == sorted(map(tuple, pts.tolist()))
+    small = kmeans(pts[:2], 4)  # fewer points than codes: codewords are the points
+    assert {tuple(r) for r in small.tolist()} == {tuple(r) for r in pts[:2].tolist()}
+
+    vq = VectorQuantizer(4, 2, kmeans_init=True)
+    assert not bool(vq.initted)
+    rq = ResidualQuantizer([4], 2)
+    rq.levels[0] = vq
+    rq.train()
+    rq(data, torch.Generator().manual_seed(0))
+    assert bool(vq.initted)
+    assert sorted(map(tuple, vq.codebook.detach().tolist())) == sorted(map(tuple, pts.tolist()))
+
+
+def test_ema_moves_codewords_toward_assigned_means():
+    vq = VectorQuantizer(2, 2, kmeans_init=False, ema=True, decay=0.5)
+    vq.embedding.weight.data = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    vq.ema_sum.copy_(vq.embedding.weight.data)
+    vq.ema_count.fill_(1.0)
+    assert not vq.embedding.weight.requires_grad
+    x = torch.tensor([[1.0, 1.0], [3.0, 1.0], [9.0, 9.0]])  # means: (2,1) and (9,9)
+    before = vq.codebook.detach().clone()
+    vq.train()
+    for _ in range(30):
+        vq(x)
+    after = vq.codebook.detach()
+    target = torch.tensor([[2.0, 1.0], [9.0, 9.0]])
+    assert ((after - target).norm(dim=1) < (before - target).norm(dim=1)).all()
+    torch.testing.assert_close(after, target, atol=1e-2, rtol=0)
+    vq.eval()  # no update outside training
+    vq(x + 100)
+    torch.testing.assert_close(vq.codebook.detach(), after)
+
+
+def test_collision_resolution_unique_ids_and_zero_suffix():
+    codes = np.array([[1, 2, 3], [4, 5, 6], [1, 2, 3], [7, 7, 7], [1, 2, 3], [4, 5, 6]])
+    ids = resolve_collisions(codes)
+    assert ids == {
+        1: [1, 2, 3, 0],
+        2: [4, 5, 6, 0],
+        3: [1, 2, 3, 1],
+        4: [7, 7, 7, 0],
+        5: [1, 2, 3, 2],
+        6: [4, 5, 6, 1],
+    }
+    assert len({tuple(v) for v in ids.values()}) == len(ids)
+    s = code_stats(codes, [8, 8, 8])
+    assert s["collision_rate"] == pytest.approx(5 / 6)
+    assert s["max_collision_group"] == 3 and s["unique_tuples"] == 3
+    assert s["usage"][0] == pytest.approx(3 / 8)
+    p = np.array([3, 2, 1]) / 6
+    assert s["perplexity"][0] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())))
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_training_reduces_recon_loss_and_writes_outputs(tmp_path, ema):
+    x = clustered()
+    model, stats = train_rqvae(x, tmp_path, epochs=40, ema=ema, keep_last=3, **TINY)
+    hist = stats["history"]
+    assert hist[-1]["recon_loss"] < 0.5 * hist[0]["recon_loss"]
+    assert stats["recon_loss"] < hist[0]["recon_loss"]
+    ck = sorted(p.name for p in (tmp_path / "rqvae").glob("*.pt"))
+    assert ck == ["epoch_038.pt", "epoch_039.pt", "epoch_040.pt"]
+    ids = {int(k): v for k, v in json.loads((tmp_path / "semantic_ids.json").read_text()).items()}
+    assert sorted(ids) == list(range(1, len(x)))
+    assert len({tuple(v) for v in ids.values()}) == len(ids)
+    saved = json.loads((tmp_path / "stats.json").read_text())
+    assert 0 <= saved["collision_rate"] <= 1 and len(saved["usage"]) == 2
+    reloaded = load_checkpoint(tmp_path / "rqvae" / "epoch_040.pt")
+    np.testing.assert_array_equal(assign_codes(reloaded, x), assign_codes(model, x))
+
+
+def test_deterministic_given_seed():
+    x = clustered(seed=1)
+    m1, s1 = train_rqvae(x, None, epochs=5, seed=7, **TINY)
+    m2, s2 = train_rqvae(x, None, epochs=5, seed=7, **TINY)
+    np.testing.assert_array_equal(assign_codes(m1, x), assign_codes(m2, x))
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert s1["history"] == s2["history"]
+    m3, _ = train_rqvae(x, None, epochs=5, seed=8, **TINY)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values(), strict=True)
+    )
+
+
+def test_config_rejects_unknown_option():
+    from rucai.errors import UserError
+
+    with pytest.raises(UserError, match="unknown RQ-VAE option"):
+        RQVAEConfig.from_dict({"layerz": [1]})
+
+
+@pytest.mark.slow
+@needs_data("amazon18_office", "Office_Products.item.json")
+def test_office_items_minilm_rqvae(tmp_path, monkeypatch):
+    from rucai.data.amazon import load_lcrec
+    from rucai.rec.embeddings import encode_items
+    from tests.conftest import DATA_DIR
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = load_lcrec(DATA_DIR / "amazon18_office", "Office_Products")
+    emb = encode_items(data.item_text, num_items=data.num_items, cache_dir=tmp_path / "cache")
+    assert emb.shape == (data.num_items + 1, 384) and not emb[0].any()
+    _, stats = train_rqvae(emb, tmp_path, epochs=10)
+    assert stats["items"] == data.num_items == 2420
+    assert stats["history"][-1]["recon_loss"] < stats["history"][0]["recon_loss"]
+    assert min(stats["usage"]) > 0.05 and min(stats["perplexity"]) > 5
+    assert stats["collision_rate"] < 0.9 and stats["max_collision_group"] < 200
+    ids = json.loads((tmp_path / "semantic_ids.json").read_text())
+    assert len({tuple(v) for v in ids.values()}) == len(ids) == 2420
