@@ -102,8 +102,13 @@ class SeqRecDataModule(L.LightningDataModule):
         eval_batch_size: int = 512,
         num_workers: int = 0,
         max_users: int | None = None,
+        semantic_ids: dict[str, Any] | None = None,
     ):
         super().__init__()
+        # {encoder, fields, rqvae: {...}, cache_dir}: tokenize items into semantic IDs (cached) and
+        # give them to the model as `item_codes` (generative recommenders: TIGER, MTGRec, ...)
+        self.semantic_ids_cfg = semantic_ids
+        self.item_codes: dict[int, list[int]] | None = None
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -140,7 +145,15 @@ class SeqRecDataModule(L.LightningDataModule):
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the model needs to know about the data (passed at instantiation)."""
-        return {"num_items": self.num_items, "max_len": self.max_len}
+        kwargs: dict[str, Any] = {"num_items": self.num_items, "max_len": self.max_len}
+        if self.semantic_ids_cfg is not None:
+            if self.item_codes is None:
+                from rucai.rec.semantic_ids import semantic_ids
+
+                assert self.data is not None
+                self.item_codes = semantic_ids(self.data, **self.semantic_ids_cfg)
+            kwargs["item_codes"] = self.item_codes
+        return kwargs
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
