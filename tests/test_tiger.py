@@ -1,0 +1,146 @@
+import json
+import math
+import random
+
+import lightning as L
+import pytest
+import torch
+
+from rucai.data.synthetic import SyntheticDataModule
+from rucai.eval.ranking import topk_metrics
+from rucai.models.tiger import TIGER, beam_ranks, beam_search, random_codes
+from rucai.models.trie import EOS, SemanticIDTrie
+
+
+def _tiny(num_items=30, levels=2, K=4, **kw):
+    torch.manual_seed(0)
+    args = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, max_len=5,
+                num_beams=num_items, topk=(5, 10))
+    args.update(kw)
+    return TIGER(num_items=num_items, item_codes=random_codes(num_items, levels=levels, codebook_size=K), **args).eval()
+
+
+def _batch(num_items, B=4, T=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, num_items + 1, (B, T), generator=g)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    seq[torch.arange(T)[None] >= lengths[:, None]] = 0
+    return seq, lengths
+
+
+def test_trie_random_walks_only_reach_items():
+    codes = random_codes(200, levels=3, codebook_size=8, seed=1)
+    trie = SemanticIDTrie(codes)
+    valid = {tuple(int(trie.token(lv, c)) for lv, c in enumerate(v)) for v in codes.values()}
+    rng = random.Random(0)
+    for _ in range(300):
+        prefix = []
+        while True:
+            nxt = trie.allowed_next(prefix)
+            assert nxt, prefix
+            if nxt == [EOS]:
+                break
+            prefix.append(rng.choice(nxt))
+        assert tuple(prefix) in valid and trie.item_of(prefix) > 0
+    assert trie.allowed_next([trie.token(1, 0)]) == []  # level-1 token at level 0: not a prefix
+    # the vectorised mask/step agree with allowed_next
+    nodes = torch.arange(trie.num_nodes)
+    mask = trie.allowed_mask(nodes)
+    for n in rng.sample(range(trie.level_base[trie.num_levels]), 50):
+        codes_n = mask[n].nonzero().view(-1)
+        children = trie.step(torch.full_like(codes_n, n), codes_n)
+        assert (children > n).all()
+        bad = (~mask[n]).nonzero().view(-1)
+        assert (trie.step(torch.full_like(bad, n), bad) == -1).all()
+    assert not trie.allowed_mask(torch.tensor([-1])).any()
+
+
+def test_trie_rejects_collisions():
+    with pytest.raises(ValueError, match="collision"):
+        SemanticIDTrie({1: [0, 1], 2: [0, 1]})
+
+
+def test_item_token_round_trip():
+    m = _tiny()
+    for i in range(1, 31):
+        assert m.trie.item_of(m.item2tok[i].tolist()) == i
+    seq, lengths = _batch(30)
+    ids, mask = m.encode_inputs(seq, lengths)
+    for b in range(len(seq)):
+        n = int(lengths[b]) * m.num_levels
+        assert ids[b, n] == EOS and mask[b].sum() == n + 1
+        Lv = m.num_levels
+        assert [m.trie.item_of(ids[b, j:j + Lv].tolist()) for j in range(0, n, Lv)] == seq[b, :lengths[b]].tolist()
+
+
+def test_item_codes_from_json(tmp_path):
+    codes = random_codes(12, levels=2, codebook_size=3)
+    path = tmp_path / "codes.json"
+    path.write_text(json.dumps({str(k): v for k, v in codes.items()}))
+    m = TIGER(num_items=12, item_codes=str(path), d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1,
+              num_heads=2, d_kv=8, topk=(5,), num_beams=5)
+    assert m.trie.item_of(m.item2tok[7].tolist()) == 7
+    with pytest.raises(ValueError, match="lacks"):
+        TIGER(num_items=13, item_codes=str(path))
+
+
+def test_full_beam_returns_every_item_once_with_exact_scores():
+    m = _tiny()
+    seq, lengths = _batch(30)
+    ids, mask = m.encode_inputs(seq, lengths)
+    items, tokens, scores = beam_search(m.t5, m.trie, ids, mask, num_beams=30)
+    for b in range(len(seq)):
+        assert sorted(items[b].tolist()) == list(range(1, 31))
+        assert (scores[b, :-1] >= scores[b, 1:]).all()
+        # scores = teacher-forced log-likelihood of each item's code tokens
+        t = tokens[b]
+        dec = torch.cat([torch.zeros(30, 1, dtype=torch.long), t[:, :-1]], 1)
+        out = m.t5(input_ids=ids[b:b + 1].expand(30, -1), attention_mask=mask[b:b + 1].expand(30, -1),
+                   decoder_input_ids=dec).logits
+        lp = torch.log_softmax(out, -1).gather(2, t.unsqueeze(-1)).squeeze(-1).sum(1)
+        assert torch.allclose(lp, scores[b], atol=1e-4)
+
+
+def test_constrained_beams_valid_sorted_unique_and_unconstrained_may_be_invalid():
+    m = _tiny(num_items=60, levels=3, K=8, num_beams=20)
+    seq, lengths = _batch(60, B=8)
+    items, scores = m.recommend(seq, lengths, num_beams=20)
+    assert (items > 0).all()
+    for b in range(len(seq)):
+        assert len(set(items[b].tolist())) == 20
+        assert (scores[b, :-1] >= scores[b, 1:]).all()
+    free, free_scores = m.recommend(seq, lengths, num_beams=20, constrained=False)
+    assert (free == -1).any()  # 60 of 8^3 code tuples exist: a random model hits invalid ones
+    assert (free_scores[:, 0] >= scores[:, 0] - 1e-5).all()  # the unconstrained best is at least as likely
+    for b in range(len(seq)):
+        valid = [i for i in free[b].tolist() if i > 0]
+        assert len(set(valid)) == len(valid)
+
+
+def test_metrics_from_hand_made_beams():
+    items = torch.tensor([[3, -1, 5, 7], [1, 2, 3, 4], [9, 8, 7, 6], [-1, -1, 2, 1]])
+    target = torch.tensor([5, 9, 7, 2])
+    ranks = beam_ranks(items, target)
+    assert ranks.tolist() == [1, 4, 2, 0]  # invalid beams dropped, miss = #beams
+    m = topk_metrics(ranks, (1, 2, 3))
+    assert m["recall@1"].tolist() == [0, 0, 0, 1]
+    assert m["recall@2"].tolist() == [1, 0, 0, 1]
+    assert m["recall@3"].tolist() == [1, 0, 1, 1]
+    expect = [1 / math.log2(3), 0, 1 / math.log2(4), 1]
+    assert torch.allclose(m["ndcg@3"], torch.tensor(expect))
+
+
+def test_learns_synthetic_transitions():
+    torch.manual_seed(0)
+    n = 100
+    dm = SyntheticDataModule(num_users=250, num_items=n, batch_size=64, eval_batch_size=250, max_len=5, p_follow=0.9)
+    dm.setup("fit")
+    model = TIGER(item_codes=random_codes(n, levels=3, codebook_size=5, seed=0), d_model=64, d_ff=128,
+                  num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=32, dropout=0.0, lr=5e-3,
+                  weight_decay=0.0, num_beams=10, topk=(5, 10), **dm.model_kwargs())
+    trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False, limit_val_batches=0,
+                        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)
+    trainer.fit(model, datamodule=dm)
+    res = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert set(res) >= {"test/recall@5", "test/recall@10", "test/ndcg@5", "test/ndcg@10"}
+    assert res["test/recall@10"] > 0.2, res  # random: 10 / 100
