@@ -26,7 +26,6 @@ import argparse
 import logging
 import math
 import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -299,15 +298,10 @@ def code_stats(codes: np.ndarray, num_codes: list[int]) -> dict[str, Any]:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rucai.utils.io import atomic_writer
+
+    with atomic_writer(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike) -> RQVAE:
