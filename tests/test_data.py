@@ -93,3 +93,101 @@ def test_real_ml100k():
     st = data.stats()
     assert (st["users"], st["items"], st["interactions"]) == (943, 1682, 100000)
     assert data.item_text[data.sequences[0][0]]["movie_title"]
+
+
+def _pairs_from_windows(windows):
+    pairs = set()
+    for x, y in windows:
+        for p, tgt in enumerate(y):
+            if tgt:
+                pairs.add((tuple(x[: p + 1]), tgt))
+    return pairs
+
+
+@pytest.mark.parametrize("max_len", [1, 3, 5, 20])
+def test_train_windows_hold_exactly_the_loo_training_pairs(max_len):
+    from rucai.data.sequential import train_windows
+
+    rng = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(1, 50, (int(n),), generator=rng).tolist()
+            for n in torch.randint(1, 30, (200,), generator=rng)]
+    train, _, _ = loo_split(seqs, max_len)
+    windows = train_windows(seqs, max_len)
+    n_targets = sum(sum(1 for t in y if t) for _, y in windows)
+    assert n_targets == len(train)  # each training pair exactly once
+    assert _pairs_from_windows(windows) == {(tuple(h), t) for h, t in train}
+    assert all(len(x) == len(y) <= max_len for x, y in windows)
+
+
+def test_all_positions_loss_equals_prefix_loss():
+    """Same model, same pairs: the all-positions CE equals the mean CE over loo prefixes (no dropout)."""
+    from rucai.data.sequential import collate_windows, train_windows
+    from rucai.models.sasrec import SASRec
+
+    torch.manual_seed(0)
+    seqs = [torch.randint(1, 30, (n,)).tolist() for n in (4, 7, 12, 25, 9)]
+    model = SASRec(num_items=30, max_len=6, hidden_size=16, dropout=0.0, attn_dropout=0.0).eval()
+    train, _, _ = loo_split(seqs, 6)
+    prefix = model.training_step(collate_right_padded(train, 6), 0)
+    windows = model.training_step(collate_windows(train_windows(seqs, 6)), 0)
+    assert torch.allclose(prefix, windows, atol=1e-5)
+
+
+def test_bad_train_mode_is_user_error():
+    with pytest.raises(UserError, match="train_mode"):
+        SyntheticDataModule(train_mode="windows")
+
+
+def _write_amazon23(d, category="Musical_Instruments"):
+    """Three users in the 2023 benchmark layout (histories as the files hold them)."""
+    import gzip
+    import json
+
+    seqs = {"U1": ["A", "B", "C", "D", "E"], "U2": ["C", "A", "F", "B", "G", "A"], "U3": ["F", "G", "H", "B", "C"]}
+    d.mkdir(parents=True, exist_ok=True)
+    rows = {"train": [], "valid": [], "test": []}
+    for u, s in seqs.items():
+        for t in range(len(s) - 2):
+            rows["train"].append((u, s[t], " ".join(s[:t])))
+        rows["valid"].append((u, s[-2], " ".join(s[:-2])))
+        rows["test"].append((u, s[-1], " ".join(s[:-1])))
+    for split, rs in rows.items():
+        with gzip.open(d / f"{category}.{split}.csv.gz", "wt") as f:
+            f.write("user_id,parent_asin,rating,timestamp,history\n")
+            for i, (u, a, h) in enumerate(rs):
+                f.write(f"{u},{a},5.0,{1000 + i},{h}\n")
+    with gzip.open(d / f"meta_{category}.jsonl.gz", "wt") as f:
+        for a in "ABCDEFGHZ":
+            f.write(json.dumps({"parent_asin": a, "title": f"item {a}", "features": ["x", "y"], "store": "S",
+                                "description": [], "categories": ["Music", "Guitars"]}) + "\n")
+    return seqs
+
+
+def test_amazon2023_loader_reproduces_the_files_split(tmp_path):
+    from rucai.data.amazon2023 import Amazon2023DataModule, load_amazon2023
+
+    seqs = _write_amazon23(tmp_path / "a23")
+    data = load_amazon2023(tmp_path / "a23", "instruments")
+    assert data.name == "Musical_Instruments" and data.num_items == 8  # Z has metadata but no interaction
+    inv = {}
+    for u, s in zip(data.user_ids, data.sequences, strict=True):
+        assert len(s) == len(seqs[u])
+        for i, a in zip(s, seqs[u], strict=True):
+            assert inv.setdefault(i, a) == a  # one asin per id
+    assert data.item_text[data.sequences[0][0]]["title"] == "item A"
+    assert data.item_text[data.sequences[0][0]]["brand"] == "S" and "description" not in data.item_text[1]
+    dm = Amazon2023DataModule(dir=str(tmp_path / "a23"), category="Musical_Instruments", max_len=3)
+    dm.setup()
+    test = {inv[t]: [inv[i] for i in h] for h, t in dm._splits["test"].pairs}
+    assert test["E"] == ["B", "C", "D"]  # U1: last item given the last 3 before it
+    assert len(dm._splits["train"]) == sum(len(s) - 3 for s in seqs.values())
+
+
+def test_amazon2023_missing_files_name_the_download_command(tmp_path):
+    from rucai.data.amazon2023 import load_amazon2023
+
+    _write_amazon23(tmp_path / "a23")
+    with pytest.raises(UserError, match="found categories: Musical_Instruments"):
+        load_amazon2023(tmp_path / "a23", "Video_Games")
+    with pytest.raises(UserError, match="rucai.data.download amazon23 --category Video_Games"):
+        load_amazon2023(tmp_path / "nowhere", "games")

@@ -371,6 +371,17 @@ def test_download_amazon18_offline(tmp_path):
     assert _files_under(tmp_path) == []
 
 
+def test_download_amazon23_offline_and_urls(tmp_path):
+    urls = dl.amazon23_urls("Video_Games")
+    assert set(urls) == {f"Video_Games.{s}.csv.gz" for s in ("train", "valid", "test")} | {"meta_Video_Games.jsonl.gz"}
+    assert urls["Video_Games.test.csv.gz"][0].endswith("/amazon_2023/benchmark/5core/last_out_w_his/Video_Games.test.csv.gz")
+    assert urls["meta_Video_Games.jsonl.gz"][0].endswith("/amazon_2023/raw/meta_categories/meta_Video_Games.jsonl.gz")
+    with pytest.raises(DownloadError) as ei:
+        dl.download_amazon23("games", tmp_path / "a23", base_urls=[CLOSED], quiet=True)
+    assert "\n" not in str(ei.value) and "Video_Games.train.csv.gz" in str(ei.value)
+    assert _files_under(tmp_path) == []
+
+
 def test_download_recbole_offline(tmp_path):
     with pytest.raises(DownloadError) as ei:
         dl.download_recbole("ml-100k", tmp_path, url=f"{CLOSED}/ml-100k.zip", quiet=True)
@@ -383,8 +394,9 @@ def test_download_recbole_offline(tmp_path):
     [
         ["recbole", "--name", "ml-100k", "--url", f"{CLOSED}/ml-100k.zip"],
         ["amazon18", "--category", CAT, "--base-url", CLOSED],
+        ["amazon23", "--category", "instruments", "--base-url", CLOSED],
     ],
-    ids=["recbole", "amazon18"],
+    ids=["recbole", "amazon18", "amazon23"],
 )
 def test_cli_offline_exit_2_one_line(tmp_path, args):
     out = tmp_path / "data"

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rucai.utils.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 
 RECBOLE_SCRIPT = r"""
@@ -73,10 +75,14 @@ def run_recbole(python: str, data_path: Path, hidden: int, seed: int, epochs: in
             "recall@10": float(test["recall@10"]), "ndcg@10": float(test["ndcg@10"])}
 
 
-def run_rucai(data_dir: Path, hidden: int, seed: int, epochs: int, batch: int, out: Path) -> dict:
-    run_dir = out / f"rucai_h{hidden}_s{seed}"
+def run_rucai(data_dir: Path, hidden: int, seed: int, epochs: int, batch: int, out: Path,
+              train_mode: str = "all_positions") -> dict:
+    run_dir = out / f"rucai_h{hidden}_s{seed}_{train_mode}"
+    # all_positions: the same training pairs packed in windows, ~`batch` targets per batch on average
+    batching = ([f"data.train_batch_targets={batch}"] if train_mode == "all_positions"
+                else [f"data.batch_size={batch}"])
     cmd = [sys.executable, str(ROOT / "run.py"), "experiment=baselines/sasrec_office",
-           f"data.dir={data_dir}", f"data.batch_size={batch}", "data.eval_batch_size=4096",
+           f"data.dir={data_dir}", f"data.train_mode={train_mode}", *batching, "data.eval_batch_size=4096",
            f"model.hidden_size={hidden}", "model.inner_size=256", "model.mask_history=true",
            f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", f"seed={seed}",
            "logger=none", f"hydra.run.dir={run_dir}"]
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--train-mode", nargs="+", default=["all_positions"], choices=["all_positions", "prefix"],
+                    help="rucai's training layout(s) to run beside RecBole (prefix = RecBole's own layout)")
     ap.add_argument("--recbole-python", default=str(ROOT / ".venv-recbole" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -112,20 +120,41 @@ def main(argv: list[str] | None = None) -> int:
         for h in args.hidden:
             for s in args.seeds:
                 rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size)
-                ours = run_rucai(args.data_dir, h, s, args.epochs, args.batch_size, Path(tmp))
-                rows.append({"hidden": h, "seed": s, "recbole": rb, "rucai": ours})
-                print(f"h={h} seed={s}: recbole {rb}  rucai {ours}", flush=True)
-    print("\n| hidden | seed | RecBole s/epoch | rucai s/epoch | speed-up | RecBole R@10 | rucai R@10 "
-          "| RecBole N@10 | rucai N@10 | epochs (RecBole/rucai) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+                print(f"h={h} seed={s}: recbole {rb}", flush=True)
+                for mode in args.train_mode:
+                    ours = run_rucai(args.data_dir, h, s, args.epochs, args.batch_size, Path(tmp), mode)
+                    rows.append({"hidden": h, "seed": s, "train_mode": mode, "recbole": rb, "rucai": ours})
+                    print(f"h={h} seed={s}: rucai[{mode}] {ours}", flush=True)
+                if args.out:  # keep what is done so far
+                    atomic_write_json(args.out, rows)
+    print(format_table(rows))
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """Per-run rows, then mean +- std over seeds per (hidden, train_mode)."""
+    lines = ["| hidden | seed | rucai layout | RecBole s/epoch | rucai s/epoch | speed-up | RecBole R@10 | rucai R@10 "
+             "| RecBole N@10 | rucai N@10 | epochs (RecBole/rucai) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rb, us = r["recbole"], r["rucai"]
-        print(f"| {r['hidden']} | {r['seed']} | {rb['sec_per_epoch']:.2f} | {us['sec_per_epoch']:.2f} | "
-              f"{rb['sec_per_epoch'] / us['sec_per_epoch']:.2f}x | {rb['recall@10']:.4f} | {us['recall@10']:.4f} | "
-              f"{rb['ndcg@10']:.4f} | {us['ndcg@10']:.4f} | {rb['epochs']}/{us['epochs']} |")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=2))
-    return 0
+        lines.append(
+            f"| {r['hidden']} | {r['seed']} | {r['train_mode']} | {rb['sec_per_epoch']:.2f} | {us['sec_per_epoch']:.2f} "
+            f"| {rb['sec_per_epoch'] / us['sec_per_epoch']:.2f}x | {rb['recall@10']:.4f} | {us['recall@10']:.4f} "
+            f"| {rb['ndcg@10']:.4f} | {us['ndcg@10']:.4f} | {rb['epochs']}/{us['epochs']} |")
+
+    def ms(xs: list[float]) -> str:
+        return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+
+    lines += ["", "| hidden | rucai layout | seeds | speed-up (mean) | RecBole R@10 | rucai R@10 | RecBole N@10 "
+              "| rucai N@10 |", "|---|---|---|---|---|---|---|---|"]
+    for key in sorted({(r["hidden"], r["train_mode"]) for r in rows}):
+        g = [r for r in rows if (r["hidden"], r["train_mode"]) == key]
+        speed = statistics.mean(r["recbole"]["sec_per_epoch"] / r["rucai"]["sec_per_epoch"] for r in g)
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(g)} | {speed:.2f}x | {ms([r['recbole']['recall@10'] for r in g])} "
+            f"| {ms([r['rucai']['recall@10'] for r in g])} | {ms([r['recbole']['ndcg@10'] for r in g])} "
+            f"| {ms([r['rucai']['ndcg@10'] for r in g])} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

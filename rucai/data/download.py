@@ -98,6 +98,9 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "AMAZON18_BASE_URLS",
     "RECBOLE_URLS",
+    "AMAZON23_BASE_URLS",
+    "amazon23_urls",
+    "download_amazon23",
     "DownloadError",
     "amazon18_outputs",
     "clean_text",
@@ -733,6 +736,48 @@ def download_recbole(
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# Amazon 2023 benchmark files (used as published: no preprocessing)
+# --------------------------------------------------------------------------------------------
+
+# The MTGRec/UTGRec/CCFRec categories and their short names.
+AMAZON23_CATEGORIES = {
+    "instruments": "Musical_Instruments",
+    "scientific": "Industrial_and_Scientific",
+    "games": "Video_Games",
+    "office": "Office_Products",
+}
+
+AMAZON23_BASE_URLS: tuple[str, ...] = (
+    "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023",
+    "https://huggingface.co/datasets/McAuley-Lab/Amazon-Reviews-2023/resolve/main",
+)
+
+
+def amazon23_urls(category: str, base_urls: Sequence[str] = AMAZON23_BASE_URLS) -> dict[str, list[str]]:
+    """file name -> mirror URLs for the 5-core last-out-with-history splits and the item metadata."""
+    files = {f"{category}.{s}.csv.gz": f"benchmark/5core/last_out_w_his/{category}.{s}.csv.gz"
+             for s in ("train", "valid", "test")}
+    files[f"meta_{category}.jsonl.gz"] = f"raw/meta_categories/meta_{category}.jsonl.gz"
+    return {name: [f"{b.rstrip('/')}/{rel}" for b in base_urls] for name, rel in files.items()}
+
+
+def download_amazon23(
+    category: str,
+    out_dir: str | os.PathLike,
+    *,
+    force: bool = False,
+    base_urls: Sequence[str] = AMAZON23_BASE_URLS,
+    timeout: float = CONNECT_TIMEOUT,
+    quiet: bool = False,
+) -> list[Path]:
+    """Fetch `<Category>.{train,valid,test}.csv.gz` and `meta_<Category>.jsonl.gz` into `out_dir`."""
+    category = AMAZON23_CATEGORIES.get(category, category)
+    out = Path(out_dir)
+    return [fetch(urls, out / name, force=force, timeout=timeout, quiet=quiet)
+            for name, urls in amazon23_urls(category, base_urls).items()]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rucai.data.download",
@@ -761,6 +806,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--no-keep-raw", action="store_true", help="delete the raw downloads after preprocessing")
 
+    z = sub.add_parser("amazon23", help="Amazon Reviews 2023 5-core last-out-with-history splits + item metadata")
+    z.add_argument("--category", required=True,
+                   help="e.g. Musical_Instruments, Industrial_and_Scientific, Video_Games (or instruments/scientific/games)")
+    z.add_argument("--out", required=True, help="folder that receives the files (use as data.dir)")
+    z.add_argument("--base-url", action="append", help="mirror base URL (repeatable; default: McAuley lab, HF)")
+
     r = sub.add_parser("recbole", help="RecBole atomic dataset zip -> <out>/<name>/<name>.inter/.item/.user")
     r.add_argument(
         "--name", required=True, help=f"dataset name ({', '.join(sorted(RECBOLE_URLS))}, or any with --url)"
@@ -769,7 +820,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--url", help="zip URL (see RecBole's recbole/properties/dataset/url.yaml)")
     r.add_argument("--keep-zip", action="store_true")
 
-    for s in (a, r):
+    for s in (a, z, r):
         s.add_argument("--force", action="store_true", help="download and rebuild even if outputs exist")
         s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="connect timeout in seconds")
         s.add_argument("--quiet", action="store_true")
@@ -794,6 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 quiet=args.quiet,
             )
+        elif args.cmd == "amazon23":
+            download_amazon23(args.category, args.out, force=args.force, base_urls=args.base_url or AMAZON23_BASE_URLS,
+                              timeout=args.timeout, quiet=args.quiet)
         else:
             download_recbole(
                 args.name, args.out, url=args.url, force=args.force, keep_zip=args.keep_zip,

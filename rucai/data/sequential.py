@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rucai.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +51,43 @@ class SequenceData:
             "median_len": lengths[len(lengths) // 2] if lengths else 0,
             "density": round(n_inter / max(n_users * self.num_items, 1), 6),
         }
+
+
+def train_windows(sequences: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """The training prefixes of `loo_split` packed into windows for all-positions training.
+
+    A causal model reading a right-padded window x predicts x's next item at every position p from
+    x[:p+1], which is exactly the prefix history of that target when the window starts at the
+    user's first item. So each user's first min(m-1, max_len) training targets share one window
+    (m = len(s) - 2 training items); a target further than max_len in gets its own window of its
+    last max_len items, scored at the last position only (target 0 elsewhere = ignored). The set of
+    (history, target) pairs is identical to `loo_split`'s training pairs; far fewer sequences are
+    encoded (Office: 5.4k windows instead of 38.5k prefixes).
+    """
+    out = []
+    for s in sequences:
+        if len(s) < 3:
+            continue
+        u = s[: len(s) - 2]
+        n = min(len(u) - 1, max_len)
+        if n >= 1:
+            out.append((u[:n], u[1 : n + 1]))
+        for t in range(max_len + 1, len(u)):
+            out.append((u[t - max_len : t], [0] * (max_len - 1) + [u[t]]))
+    return out
+
+
+def collate_windows(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """Right-pad windows to the longest in the batch: `seq` [B, T] and per-position `targets`."""
+    b, t = len(batch), max(len(x) for x, _ in batch)
+    seq = torch.zeros(b, t, dtype=torch.long)
+    targets = torch.zeros(b, t, dtype=torch.long)
+    lengths = torch.empty(b, dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        seq[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+        targets[i, : len(y)] = torch.as_tensor(y, dtype=torch.long)
+        lengths[i] = len(x)
+    return {"seq": seq, "lengths": lengths, "targets": targets}
 
 
 def loo_split(
@@ -103,11 +142,22 @@ class SeqRecDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_users: int | None = None,
         semantic_ids: dict[str, Any] | None = None,
+        train_mode: str = "prefix",
+        train_batch_targets: int | None = None,
     ):
         super().__init__()
         # {encoder, fields, rqvae: {...}, cache_dir}: tokenize items into semantic IDs (cached) and
         # give them to the model as `item_codes` (generative recommenders: TIGER, MTGRec, ...)
         self.semantic_ids_cfg = semantic_ids
+        # "prefix": one (history, target) sample per training prefix (RecBole's augmentation; what
+        # encoder-decoder models such as TIGER need). "all_positions": the same pairs packed into
+        # windows scored at every position (causal models such as SASRec; far cheaper epochs).
+        if train_mode not in ("prefix", "all_positions"):
+            raise UserError(f"data.train_mode={train_mode!r} is not one of: prefix, all_positions")
+        self.train_mode = train_mode
+        # all_positions only: windows per batch chosen so a batch holds ~this many targets on average
+        # (keeps batch_size comparable with prefix training, e.g. RecBole's 2048)
+        self.train_batch_targets = train_batch_targets
         self.item_codes: dict[int, list[int]] | None = None
         self.max_len = max_len
         self.batch_size = batch_size
@@ -129,11 +179,14 @@ class SeqRecDataModule(L.LightningDataModule):
         self.data = data
         train, valid, test = loo_split(data.sequences, self.max_len)
         self._splits = {
-            "train": HistoryTargetDataset(train, self.max_len),
+            "train": HistoryTargetDataset(
+                train_windows(data.sequences, self.max_len) if self.train_mode == "all_positions" else train,
+                self.max_len,
+            ),
             "valid": HistoryTargetDataset(valid, self.max_len),
             "test": HistoryTargetDataset(test, self.max_len),
         }
-        stats = data.stats() | {k: len(v) for k, v in self._splits.items()}
+        stats = data.stats() | {k: len(v) for k, v in self._splits.items()} | {"train_targets": len(train)}
         log.info("dataset stats: %s", stats)
         self.stats = stats
 
@@ -155,18 +208,26 @@ class SeqRecDataModule(L.LightningDataModule):
             kwargs["item_codes"] = self.item_codes
         return kwargs
 
+    def train_batch_size(self) -> int:
+        if self.train_mode != "all_positions" or not self.train_batch_targets:
+            return self.batch_size
+        windows = self._splits["train"]
+        per_window = self.stats["train_targets"] / max(len(windows), 1)
+        return max(1, round(self.train_batch_targets / per_window))
+
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        windows = split == "train" and self.train_mode == "all_positions"
         return DataLoader(
             self._splits[split],
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=partial(collate_right_padded, max_len=self.max_len),
+            collate_fn=collate_windows if windows else partial(collate_right_padded, max_len=self.max_len),
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
+        return self._loader("train", True, self.train_batch_size())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("valid", False, self.eval_batch_size)

@@ -60,12 +60,15 @@ class SASRec(SeqRecModule):
             m.weight.data.fill_(1.0)
             m.bias.data.zero_()
 
-    def encode(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode_all(self, seq: torch.Tensor) -> torch.Tensor:
         L_ = seq.size(1)
         pos = torch.arange(L_, device=seq.device)
         x = self.item_emb(seq) + self.pos_emb(pos)[None]
         x = self.emb_dropout(self.emb_norm(x))
-        h = self.encoder(x, mask=self.causal[:L_, :L_], src_key_padding_mask=seq == 0, is_causal=False)
+        return self.encoder(x, mask=self.causal[:L_, :L_], src_key_padding_mask=seq == 0, is_causal=False)
+
+    def encode(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.encode_all(seq)
         return h[torch.arange(len(seq), device=seq.device), (lengths - 1).clamp(min=0)]
 
     def item_embeddings(self) -> torch.Tensor:

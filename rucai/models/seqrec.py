@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from rucai.errors import UserError
 from rucai.eval.ranking import target_ranks, topk_metrics
 
 
@@ -42,6 +43,10 @@ class SeqRecModule(L.LightningModule):
     def item_embeddings(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_all(self, seq: torch.Tensor) -> torch.Tensor:
+        """Causal models: the state after every position, [B, T, H] (for `data.train_mode=all_positions`)."""
+        raise UserError(f"{type(self).__name__} cannot train on all positions; use data.train_mode=prefix")
+
     # -- shared logic -------------------------------------------------------------------------
     def full_scores(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         scores = self.encode(seq, lengths) @ self.item_embeddings().T  # [B, N+1]
@@ -49,9 +54,18 @@ class SeqRecModule(L.LightningModule):
         return scores
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        scores = self.full_scores(batch["seq"], batch["lengths"])
-        loss = F.cross_entropy(scores.float(), batch["target"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
+        if "targets" in batch:  # all-positions windows: every position with a target is one sample
+            targets = batch["targets"]
+            keep = targets > 0
+            h = self.encode_all(batch["seq"])[keep]  # [n_targets, H]
+            scores = h @ self.item_embeddings().T
+            scores[:, 0] = float("-inf")
+            target = targets[keep]
+        else:
+            scores = self.full_scores(batch["seq"], batch["lengths"])
+            target = batch["target"]
+        loss = F.cross_entropy(scores.float(), target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
         return loss
 
     def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
