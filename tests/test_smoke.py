@@ -9,15 +9,28 @@ from rucai import cli
 from tests.conftest import DATA_DIR, needs_data, run_cli
 
 
-def _needs_gpu(exp: str) -> bool:
+def _compose(exp: str):
     from hydra import compose, initialize_config_dir
 
     from rucai import schema
 
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        cfg = compose("config", overrides=[f"experiment={exp}"])
+        return compose("config", overrides=[f"experiment={exp}", f"paths.data_dir={DATA_DIR}"])
+
+
+def _needs_gpu(exp: str) -> bool:
+    cfg = _compose(exp)
     return bool(cfg.hardware.needs_gpu) or (cfg.get("llm") or {}).get("backend") == "vllm"
+
+
+def _missing_data(exp: str) -> str | None:
+    """The experiment's data folder when it is not here (datasets users download, e.g. Amazon 2023)."""
+    from pathlib import Path
+
+    data = _compose(exp).get("data") or {}
+    d = data.get("dir") if hasattr(data, "get") else None
+    return None if d is None or Path(d).exists() else str(d)
 
 
 @pytest.mark.parametrize("exp", cli.experiments())
@@ -29,6 +42,11 @@ def test_experiment_smoke(exp, tmp_path):
         r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run2", timeout=120)
         last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
         assert r.returncode == 2 and "needs a CUDA GPU" in last, r.stderr[-2000:]
+        return
+    if (missing := _missing_data(exp)) is not None:  # a dataset users download: one line naming how
+        r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run", timeout=180)
+        last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+        assert r.returncode == 2 and missing in last and "rucai.data.download" in last, r.stderr[-2000:]
         return
     r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]

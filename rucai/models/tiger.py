@@ -287,19 +287,21 @@ def random_codes(num_items: int, levels: int = 3, codebook_size: int = 256, seed
 
 
 def bench(num_items: int = 2400, batch_size: int = 256, beams: Sequence[int] = (20, 50), num_users: int = 1024,
-          max_len: int = 20, constrained: bool = True, seed: int = 0) -> dict[int, float]:
+          max_len: int = 20, constrained: bool = True, seed: int = 0, device: str = "cpu") -> dict[int, float]:
     """Users/second of beam search for a random-init 4-layer TIGER on full-length histories."""
     torch.manual_seed(seed)
     model = TIGER(num_items=num_items, item_codes=random_codes(num_items, seed=seed), max_len=max_len,
-                  codebook_size=256, topk=(5,)).eval()
-    seq = torch.randint(1, num_items + 1, (num_users, max_len))
-    lengths = torch.full((num_users,), max_len)
+                  codebook_size=256, topk=(5,)).eval().to(device)
+    seq = torch.randint(1, num_items + 1, (num_users, max_len), device=device)
+    lengths = torch.full((num_users,), max_len, device=device)
     out = {}
     for beam in beams:
         model.recommend(seq[:batch_size], lengths[:batch_size], num_beams=beam, constrained=constrained)  # warm-up
         t0 = time.perf_counter()
         for s in range(0, num_users, batch_size):
             model.recommend(seq[s:s + batch_size], lengths[s:s + batch_size], num_beams=beam, constrained=constrained)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         out[beam] = num_users / (time.perf_counter() - t0)
     return out
 
@@ -312,13 +314,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--num-users", type=int, default=1024)
     p.add_argument("--beams", type=int, nargs="+", default=[20, 50])
     p.add_argument("--unconstrained", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args(argv)
     if not a.bench:
         p.print_help()
         return
-    res = bench(a.num_items, a.batch_size, a.beams, a.num_users, constrained=not a.unconstrained)
+    res = bench(a.num_items, a.batch_size, a.beams, a.num_users, constrained=not a.unconstrained, device=a.device)
     print(f"TIGER beam search, {a.num_items} items x 4 levels, d_model 128, 4+4 layers, batch {a.batch_size}, "
-          f"{torch.get_num_threads()} threads, {'un' if a.unconstrained else ''}constrained")
+          f"{a.device}, {torch.get_num_threads()} threads, {'un' if a.unconstrained else ''}constrained")
     for beam, ups in res.items():
         print(f"beam {beam:3d}: {ups:8.1f} users/s")
 
