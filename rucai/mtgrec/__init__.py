@@ -1,0 +1,1 @@
+"""MTGRec (Zheng et al., SIGIR 2025): multi-identifier item tokenization + curriculum pre-training."""
