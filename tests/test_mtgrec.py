@@ -1,0 +1,283 @@
+"""MTGRec: influence formula, sampling probabilities, DDP reduction, tokenizers, multi-tokenizer model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from rucai.mtgrec.influence import (
+    accumulate,
+    adam_precondition,
+    flat_adam_state,
+    group_mean_gradient,
+    influence_matrix,
+    sampling_probs,
+)
+from rucai.mtgrec.tokenizers import build_tokenizers, collision_free, drift, load_tokenizers, pca_whiten
+from tests.conftest import needs_data, run_cli
+
+# ----------------------------------------------------------------------------- influence by hand
+# Tiny model: one parameter vector w = (1, 2), per-example loss 0.5 (w.x - y)^2, gradient (w.x - y) x.
+#   group A: x=(1,0), y=0 -> residual 1 -> grad (1,0);  x=(0,1), y=1 -> residual 1 -> grad (0,1)
+#            mean gradient gA = (0.5, 0.5)
+#   group B: x=(1,1), y=1 -> residual 2 -> grad (2,2);  mean gB = (2, 2)
+#   valid V1: x=(1,0), y=2 -> residual -1 -> grad (-1,0);  valid V2: x=(0,1), y=0 -> grad (0,2)
+# Adam moments m = (0.2, -0.1), v = (0.04, 0.01); b1 0.9, b2 0.999, eps 1e-8:
+#   Gamma = (0.9 m + 0.1 g) / sqrt(0.999 v + 0.001 g^2 + 1e-8)
+A = [((1.0, 0.0), 0.0), ((0.0, 1.0), 1.0)]
+B = [((1.0, 1.0), 1.0)]
+V1 = [((1.0, 0.0), 2.0)]
+V2 = [((0.0, 1.0), 0.0)]
+M = (0.2, -0.1)
+VV = (0.04, 0.01)
+
+
+def _gamma(g):
+    return [(0.9 * M[k] + 0.1 * g[k]) / math.sqrt(0.999 * VV[k] + 0.001 * g[k] ** 2 + 1e-8) for k in range(2)]
+
+
+def _linear():
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+
+    def loss_sum(batch):
+        x = torch.tensor([b[0] for b in batch])
+        y = torch.tensor([b[1] for b in batch])
+        return (0.5 * (x @ w - y) ** 2).sum(), len(batch)
+
+    return w, loss_sum
+
+
+def test_influence_formula_matches_hand_computation():
+    w, loss_sum = _linear()
+    m, v = torch.tensor(M), torch.tensor(VV)
+    gA = group_mean_gradient(loss_sum, [A], [w])
+    gA_split = group_mean_gradient(loss_sum, [[A[0]], [A[1]]], [w])  # batching does not matter
+    gB = group_mean_gradient(loss_sum, [B], [w])
+    g1 = group_mean_gradient(loss_sum, [V1], [w])
+    g2 = group_mean_gradient(loss_sum, [V2], [w])
+    assert gA.tolist() == pytest.approx([0.5, 0.5]) and gA_split.tolist() == pytest.approx([0.5, 0.5])
+    assert gB.tolist() == pytest.approx([2.0, 2.0])
+    assert g1.tolist() == pytest.approx([-1.0, 0.0]) and g2.tolist() == pytest.approx([0.0, 2.0])
+    assert w.grad is None  # nothing left behind for the optimizer
+    gammas = torch.stack([adam_precondition(gA, m, v), adam_precondition(gB, m, v)])
+    hand_gamma = [_gamma([0.5, 0.5]), _gamma([2.0, 2.0])]
+    assert gammas.tolist()[0] == pytest.approx(hand_gamma[0], rel=1e-6)
+    assert gammas.tolist()[1] == pytest.approx(hand_gamma[1], rel=1e-6)
+    # e.g. Gamma_A[0] = 0.23 / sqrt(0.03996 + 0.00025 + 1e-8)
+    assert hand_gamma[0][0] == pytest.approx(0.23 / math.sqrt(0.04021001))
+    inf = influence_matrix(gammas, torch.stack([g1, g2]))
+    hand = [[-hand_gamma[i][0], 2 * hand_gamma[i][1]] for i in range(2)]
+    assert inf.tolist()[0] == pytest.approx(hand[0], rel=1e-6)
+    assert inf.tolist()[1] == pytest.approx(hand[1], rel=1e-6)
+
+
+def test_stage_accumulation_is_lr_weighted():
+    i1 = torch.tensor([[1.0, 3.0], [0.0, 2.0]], dtype=torch.float64)
+    i2 = torch.tensor([[5.0, 1.0], [4.0, 0.0]], dtype=torch.float64)
+    acc = accumulate([i1, i2], [0.003, 0.001])  # weights 3/4, 1/4
+    assert acc.flatten().tolist() == pytest.approx([2.0, 2.5, 1.0, 1.5])
+    assert accumulate([i1], [0.5]).flatten().tolist() == pytest.approx(i1.flatten().tolist())
+
+
+@pytest.mark.parametrize("tau", [1.0, 3.0, 5.0])
+def test_sampling_probs_follow_softmax_over_tau(tau):
+    inf = torch.tensor([[2.0, 0.0], [1.0, -1.0], [-3.0, 1.0]], dtype=torch.float64)
+    mean = [1.0, 0.0, -1.0]  # mean over validation tokenizers j
+    z = sum(math.exp(x / tau) for x in mean)
+    p = sampling_probs(inf, tau)
+    assert p.tolist() == pytest.approx([math.exp(x / tau) / z for x in mean])
+    assert float(p.sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        sampling_probs(inf, 0.0)
+
+
+def test_adam_state_is_read_from_the_optimizer():
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1)
+    params = list(lin.parameters())
+    m0, v0 = flat_adam_state(opt, params)  # before any step: zeros
+    assert m0.abs().sum() == 0 and v0.abs().sum() == 0 and len(m0) == 8
+    lin(torch.randn(4, 3)).sum().backward()
+    grads = torch.cat([p.grad.reshape(-1) for p in params])
+    opt.step()
+    m, v = flat_adam_state(opt, params)
+    assert torch.allclose(m, 0.1 * grads) and torch.allclose(v, 0.001 * grads**2)
+
+
+# ----------------------------------------------------------------------------- DDP (2 CPU ranks)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    w, loss_sum = _linear()
+    data = A + B  # 3 examples, unequal shards: rank 0 gets 2, rank 1 gets 1
+    shard = data[rank::world]
+    g = group_mean_gradient(loss_sum, [shard], [w])
+    if rank == 0:
+        torch.save(g, out)
+    dist.destroy_process_group()
+
+
+def test_group_gradient_under_ddp_equals_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "g.pt")
+    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    w, loss_sum = _linear()
+    single = group_mean_gradient(loss_sum, [A + B], [w])  # mean over all 3 examples
+    assert single.tolist() == pytest.approx([(1 + 0 + 2) / 3, (0 + 1 + 2) / 3])
+    assert torch.load(out).tolist() == pytest.approx(single.tolist())
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def _emb(n=300, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + 1, d)).astype(np.float32)
+    x[0] = 0
+    return x
+
+
+TINY_RQ = {"epochs": 4, "layers": [32], "e_dim": 8, "num_codes": [4, 4, 4], "kmeans_iters": 5, "batch_size": 128,
+           "ema": True}
+
+
+@pytest.mark.parametrize("mode,k", [("epochs", 3), ("random", 2)])
+def test_each_tokenizer_is_collision_free(tmp_path, mode, k):
+    man = build_tokenizers(_emb(), tmp_path, num_tokenizers=k, mode=mode, pca_dim=16, rqvae=TINY_RQ)
+    toks, man2 = load_tokenizers(tmp_path)
+    assert man2 == json.loads((tmp_path / "tokenizers.json").read_text()) and len(toks) == k
+    for ids in toks:
+        assert sorted(ids) == list(range(1, 301))
+        assert collision_free(ids)
+        assert len({tuple(v[:3]) for v in ids.values()}) < 300  # 64 tuples for 300 items: suffixes were needed
+    assert [s["epoch"] for s in man["sources"]] == ([2, 3, 4] if mode == "epochs" else [4, 4])
+    assert len({s["rqvae_seed"] for s in man["sources"]}) == (1 if mode == "epochs" else 2)
+    assert len(man["adjacent_drift"]) == k - 1
+    for d in man["adjacent_drift"]:
+        assert 0.0 <= d["changed_first_code"] <= d["changed"] <= 1.0
+
+
+def test_drift_counts_changed_items():
+    a = {1: [0, 0, 0, 0], 2: [1, 2, 3, 0], 3: [4, 4, 4, 0], 4: [5, 5, 5, 0]}
+    b = {1: [0, 0, 0, 0], 2: [1, 2, 9, 0], 3: [7, 4, 4, 0], 4: [5, 5, 5, 0]}
+    d = drift(a, b)
+    assert d["changed"] == 0.5 and d["changed_first_code"] == 0.25
+    assert d["changed_per_level"] == [0.25, 0.0, 0.25, 0.0]
+
+
+def test_pca_whiten_gives_unit_covariance():
+    x = np.random.default_rng(1).normal(size=(500, 12)) @ np.diag(np.arange(1, 13))
+    z = pca_whiten(x, 5)
+    assert z.shape == (500, 5)
+    assert np.allclose(np.cov(z.T), np.eye(5), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _tiny_model(select_prob=None, dropout=0.0):
+    from rucai.mtgrec.model import MultiTokenizerTIGER
+
+    t0 = {1: [0, 1, 0, 0], 2: [1, 0, 0, 0], 3: [1, 1, 0, 0]}
+    t1 = {1: [2, 2, 1, 0], 2: [1, 0, 0, 0], 3: [0, 3, 2, 0]}
+    torch.manual_seed(0)
+    return MultiTokenizerTIGER(3, [t0, t1], codebook_size=4, max_len=3, d_model=8, d_kv=4, d_ff=8, num_layers=1,
+                               num_decoder_layers=1, num_heads=2, dropout=dropout, num_beams=3, topk=[1, 2],
+                               select_prob=select_prob), t0, t1
+
+
+def test_tokenizers_share_one_vocabulary():
+    model, t0, t1 = _tiny_model()
+    seq = torch.tensor([[1, 3, 0]])
+    lengths = torch.tensor([2])
+    ids0, _ = model.encode_inputs(seq, lengths, 0)
+    ids1, _ = model.encode_inputs(seq, lengths, 1)
+    tok = lambda lv, c: 2 + 4 * lv + c  # noqa: E731  (offset 2, 4 codes per level)
+    assert ids0[0].tolist() == [tok(i, c) for i, c in enumerate(t0[1])] + [tok(i, c) for i, c in enumerate(t0[3])] + [1]
+    assert ids1[0].tolist() == [tok(i, c) for i, c in enumerate(t1[1])] + [tok(i, c) for i, c in enumerate(t1[3])] + [1]
+    assert model.t5.config.vocab_size == 2 + 4 * 4
+    model.eval_tokenizer = 1
+    assert model._trie().item_of([tok(i, c) for i, c in enumerate(t1[3])]) == 3
+
+
+def test_training_samples_tokenizers_by_select_prob(monkeypatch):
+    model, _, _ = _tiny_model(select_prob=[0.0, 1.0])
+    seen = []
+    orig = model.example_losses
+    monkeypatch.setattr(model, "example_losses", lambda b, tok: seen.append(tok.clone()) or orig(b, tok))
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    batch = {"seq": torch.tensor([[1, 0, 0]] * 64), "lengths": torch.ones(64, dtype=torch.long),
+             "target": torch.full((64,), 2)}
+    model.training_step(batch, 0)
+    assert seen[0].tolist() == [1] * 64
+    model.select_prob.copy_(torch.tensor([0.5, 0.5]))
+    model.training_step(batch, 0)
+    assert 10 < int(seen[1].sum()) < 54
+
+
+def test_group_gradient_on_tiny_t5_equals_mean_of_per_example_gradients():
+    """The accumulated group gradient (no per-example storage) equals the brute-force mean of
+    per-example gradients computed one by one."""
+    model, _, _ = _tiny_model(dropout=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    seqs = [([1, 2], 3), ([3], 1), ([2, 3, 1], 2), ([1], 1)]
+    batches = []
+    for chunk in (seqs[:3], seqs[3:]):
+        seq = torch.zeros(len(chunk), 3, dtype=torch.long)
+        for r, (h, _) in enumerate(chunk):
+            seq[r, : len(h)] = torch.tensor(h)
+        batches.append({"seq": seq, "lengths": torch.tensor([len(h) for h, _ in chunk]),
+                        "target": torch.tensor([t for _, t in chunk])})
+    for tok in (0, 1):
+        g = group_mean_gradient(lambda b, tok=tok: model.loss_sum(b, tok), batches, params)
+        per = []
+        for b in batches:
+            for r in range(len(b["target"])):
+                one = {k: v[r : r + 1] for k, v in b.items()}
+                loss = model.example_losses(one, tok).sum()
+                gr = torch.autograd.grad(loss, params, allow_unused=True)
+                per.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1)
+                                      for x, p in zip(gr, params, strict=True)]))
+        assert torch.allclose(g, torch.stack(per).mean(0), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow  # ~2 min on the shared 2-core VM; tests/test_smoke.py runs each experiment's plain smoke
+@needs_data("amazon18_office", "Office_Products.item.json")
+def test_pipeline_smoke_and_stage_reuse(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("experiment=mtgrec/office", "debug=smoke", run_dir=run, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = r.metrics()
+    assert m["status"] == "completed" and 0.0 <= m["test/ndcg@10"] <= m["test/recall@10"] <= 1.0
+    summary = json.loads((run / "pretrain" / "summary.json").read_text())
+    hist = json.loads((run / "pretrain" / "curriculum.json").read_text())
+    assert len(hist) == 1 and sum(hist[0]["probs"]) == pytest.approx(1.0)
+    # the probabilities written are softmax(mean_j accumulated I / tau)
+    acc = torch.tensor(hist[0]["accumulated_influence"], dtype=torch.float64)
+    assert hist[0]["probs"] == pytest.approx(sampling_probs(acc, summary["tau"]).tolist())
+    toks, _ = load_tokenizers(run / "tokenizers")
+    assert all(collision_free(t) for t in toks)
+    # a later stage run alone in the same directory reuses the earlier stages' artifacts
+    before = (run / "pretrain" / "model.pt").stat().st_mtime_ns
+    (run / "finetune" / "metrics.json").unlink()
+    r2 = run_cli("experiment=mtgrec/office", "debug=smoke", "task=mtgrec.finetune", run_dir=run, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "pretrain: reusing" in (run / "run.log").read_text()
+    assert (run / "pretrain" / "model.pt").stat().st_mtime_ns == before
