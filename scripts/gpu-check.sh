@@ -15,9 +15,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
 # 1. hardware profiles: one tiny Lightning fit each (quickstart, smoke settings, one GPU)
-for hw in ${HW:-gpu ddp deepspeed_stage_2 deepspeed_stage_3 deepspeed_stage_3_offload fsdp}; do
+for hw in ${HW:-gpu ddp deepspeed_stage_2 deepspeed_stage_3 fsdp deepspeed_stage_3_offload}; do
   t0=$(date +%s)
-  timeout 240 python3 run.py experiment=quickstart debug=smoke hardware=$hw hardware.devices=1 logger=csv \
+  timeout 150 python3 run.py experiment=quickstart debug=smoke hardware=$hw hardware.devices=1 logger=csv \
       trainer.max_epochs=2 hydra.run.dir=outputs/hw_check/$hw > "$OUT/hw_$hw.log" 2>&1
   rc=$?
   python3 - "$hw" "$rc" "$(( $(date +%s) - t0 ))" <<'PY' | tee -a "$OUT/results.jsonl"
@@ -32,11 +32,11 @@ PY
 done
 
 # 2. TIGER constrained beam search throughput on the GPU (same model as the CPU figure)
-timeout 180 python3 -m rucai.models.tiger --bench --device cuda --beams 20 50 --num-users 4096 --batch-size 1024 \
+timeout 90 python3 -m rucai.models.tiger --bench --device cuda --beams 20 50 --num-users 4096 --batch-size 1024 \
     2>&1 | tee "$OUT/tiger_bench.txt" | tail -4
 
 # 3. EASY-EP on the GPU (scoring in bf16, streamed pruning, full vs pruned throughput)
 if [ -f experiments/easyep/gpu_check.py ]; then
-  timeout 300 python3 experiments/easyep/gpu_check.py 2>&1 | tee "$OUT/easyep.txt" | tail -15
+  timeout 200 python3 experiments/easyep/gpu_check.py 2>&1 | tee "$OUT/easyep.txt" | tail -15
 fi
 echo done
