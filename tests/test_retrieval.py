@@ -1,0 +1,115 @@
+"""Retrieval: corpus readers, BM25 and dense indexes, the HTTP service (batched, 127.0.0.1), the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rucai.errors import UserError
+from rucai.retrieval import Passage, format_documents, load_retriever
+from rucai.retrieval.corpus import read_passages, split_words
+from rucai.retrieval.index import build_index, ensure_index
+from rucai.retrieval.service import BackgroundServer, HTTPRetriever
+from tests.conftest import DATA_DIR, ROOT, needs_data
+
+CORPUS = [
+    {"id": "a", "title": "Shirley Temple", "text": "Shirley Temple was an American actress and diplomat, Chief of Protocol."},
+    {"id": "b", "title": "Kiss and Tell", "text": "Kiss and Tell is a 1945 comedy film starring Shirley Temple as Corliss Archer."},
+    {"id": "c", "title": "Kauffman Stadium", "text": "Kauffman Stadium is a baseball park in the Truman Sports Complex."},
+    {"id": "d", "title": "Paris", "text": "Paris is the capital and most populous city of France."},
+]
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    src = tmp_path_factory.mktemp("corpus") / "c.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    out = tmp_path_factory.mktemp("index")
+    build_index(read_passages("jsonl", src), out, kinds=["bm25"])
+    return out
+
+
+def test_split_words_and_format_documents():
+    assert split_words(" ".join(map(str, range(250))), 100)[2] == " ".join(map(str, range(200, 250)))
+    docs = format_documents([Passage("1", "T1", "x y"), Passage("2", "", "z")])
+    assert docs == "(1)T1\nx y\n(2)z\n"
+    assert format_documents([]) == "None\n"
+
+
+def test_bm25_ranks_the_matching_passage_first(index_dir):
+    r = load_retriever(index_dir)
+    res = r.search(["Truman Sports Complex baseball park", "capital of France", ""], k=2)
+    assert res[0][0].title == "Kauffman Stadium"
+    assert res[1][0].id == "d"
+    assert res[2] == []  # an empty query finds nothing instead of failing the batch
+    assert res[0][0].score >= (res[0][1].score if len(res[0]) > 1 else 0)
+    # batched == one by one
+    single = [r.search([q], k=2)[0] for q in ["Truman Sports Complex baseball park", "capital of France"]]
+    assert [[p.id for p in x] for x in single] == [[p.id for p in x] for x in res[:2]]
+
+
+def test_http_service_matches_in_process(index_dir):
+    local = load_retriever(index_dir)
+    with BackgroundServer(local) as url:
+        assert url.startswith("http://127.0.0.1:")
+        client = load_retriever(url)
+        assert isinstance(client, HTTPRetriever)
+        qs = ["Shirley Temple actress", "Corliss Archer film", "France"]
+        assert [[p.id for p in x] for x in client.search(qs, k=3)] == [[p.id for p in x] for x in local.search(qs, 3)]
+        assert client.health()["num_passages"] == 4
+        # the authors' /queries protocol
+        ans = client._post("/queries", {"queries": ["France"], "k": 1})["answers"]
+        assert ans == [["Paris\nParis is the capital and most populous city of France."]]
+        with pytest.raises(UserError, match="400"):
+            client._post("/search", {"queries": "x", "k": 0})
+
+
+def test_missing_index_is_one_line_error(tmp_path):
+    with pytest.raises(UserError, match="python -m rucai.retrieval build"):
+        load_retriever(tmp_path)
+    with pytest.raises(UserError, match="unreachable"):
+        HTTPRetriever("http://127.0.0.1:9", timeout=2).search(["x"])
+
+
+def test_dense_index_finds_paraphrase(tmp_path):
+    passages = [Passage(r["id"], r["title"], r["text"]) for r in CORPUS]
+    build_index(passages, tmp_path, kinds=["bm25", "dense"])
+    r = load_retriever(tmp_path, kind="dense")
+    hits = r.search(["Which city is France's capital?", "ballpark in the sports complex"], k=1)
+    assert hits[0][0].id == "d" and hits[1][0].id == "c"
+    assert 0 < hits[0][0].score <= 1.0001  # cosine similarity
+
+
+def test_cli_build_and_search(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    out = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "rucai.retrieval"]
+    b = subprocess.run(cmd + ["build", "--source", "jsonl", "--input", str(src), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert b.returncode == 0, b.stderr
+    s = subprocess.run(cmd + ["search", "--index", str(out), "Corliss Archer", "-k", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert s.returncode == 0 and "Kiss and Tell" in s.stdout
+    bad = subprocess.run(cmd + ["search", "--index", str(tmp_path / "none"), "x"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no retrieval index")
+
+
+@needs_data("multihop_qa", "hotpotqa_dev500_with_contexts.jsonl")
+def test_hotpotqa_pool_supports_its_questions(tmp_path):
+    src = DATA_DIR / "multihop_qa" / "hotpotqa_dev500_with_contexts.jsonl"
+    folder = ensure_index(tmp_path / "hp", "hotpotqa_contexts", src)
+    r = load_retriever(folder)
+    assert 4000 < len(r.passages) < 5000  # ~10 paragraphs per question, deduplicated
+    rows = [json.loads(x) for x in src.read_text().splitlines()[:20]]
+    hit = 0
+    for row in rows:
+        sup = {c["title"] for c in row["contexts"] if c["is_supporting"]}
+        hit += bool(sup & {p.title for p in r.search([row["question_text"]], k=5)[0]})
+    assert hit >= 16  # BM25 with the question finds a supporting paragraph in the top 5 for most questions
+    # reuse: a second call does not rebuild
+    mtime = (folder / "index.json").stat().st_mtime
+    ensure_index(tmp_path / "hp", "hotpotqa_contexts", src)
+    assert (folder / "index.json").stat().st_mtime == mtime
