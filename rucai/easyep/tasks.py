@@ -19,6 +19,15 @@ from rucai.registry import task
 log = logging.getLogger(__name__)
 
 
+def _finish(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json (atomic) in the run directory, as every rucai task writes it."""
+    from rucai.utils.io import atomic_write_json
+
+    metrics = {"experiment": cfg.experiment_name, "task": cfg.task, "status": "completed"} | metrics
+    atomic_write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    return metrics
+
+
 def _m(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.method, resolve=True) if cfg.get("method") else {}
 
@@ -144,7 +153,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     if m.get("prune"):
         metrics |= _prune_model_dir(cfg, m, model, out / "mask.json", out)
     metrics["seconds"] = time.perf_counter() - t0
-    return metrics
+    return _finish(cfg, metrics)
 
 
 def _prune_model_dir(cfg: DictConfig, m: dict[str, Any], model: Any, mask: Path, out: Path) -> dict[str, Any]:
@@ -196,9 +205,9 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     dst = Path(m.get("dst") or out / "pruned")
     t0 = time.perf_counter()
     summary = prune_checkpoint(src, dst, keep, first_layer=m.get("first_layer"), overwrite=bool(m.get("overwrite", False)))
-    return {"num_experts_before": summary["num_experts_before"], "num_experts_after": summary["num_experts_after"],
+    return _finish(cfg, {"num_experts_before": summary["num_experts_before"], "num_experts_after": summary["num_experts_after"],
             "shards_out": summary["shards_out"], "bytes_out": summary["bytes_out"], "dst": str(dst),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0})
 
 
 @task("easyep.specialise")
@@ -224,10 +233,10 @@ def specialise(cfg: DictConfig) -> dict[str, Any]:
     log.info("\n%s", table)
     r, t = summary["results"], summary["target"]
     b = summary["bench"]
-    return {f"{name}/{t}_loss": r[name][t]["loss"] for name in ("full", "easyep", "frequency", "gate", "random_mean")} | {
+    return _finish(cfg, {f"{name}/{t}_loss": r[name][t]["loss"] for name in ("full", "easyep", "frequency", "gate", "random_mean")} | {
         f"{name}/{t}_agreement": r[name][t]["agreement"] for name in ("easyep", "frequency", "gate", "random_mean")} | {
         "expert_bytes_ratio": b["expert_bytes_ratio"], "throughput_ratio": b["throughput_ratio"],
-        "train_loss_last": summary["train_loss_last"], "seconds": summary["total_seconds"]}
+        "train_loss_last": summary["train_loss_last"], "seconds": summary["total_seconds"]})
 
 
 @task("easyep.bench_rss")
@@ -247,4 +256,4 @@ def bench_rss(cfg: DictConfig) -> dict[str, Any]:
         out |= {f"{tag}/ckpt_mb": r["ckpt_mb"], f"{tag}/largest_shard_mb": r["largest_shard_mb"],
                 f"{tag}/peak_rss_mb": r["peak_rss_mb"], f"{tag}/baseline_rss_mb": r["baseline_rss_mb"],
                 f"{tag}/rss_over_shard": r["rss_over_shard"]}
-    return out
+    return _finish(cfg, out)
