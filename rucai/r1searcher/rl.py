@@ -102,14 +102,18 @@ def token_advantages(seq_adv: list[float], masks: list[list[int]], algo: str,
     return out
 
 
-def _fabric(hardware: Any) -> Any:
+def _fabric(hardware: Any, max_grad_norm: float | None = None) -> Any:
     """Fabric from the hardware profile (DeepSpeed / FSDP strategies mapped to Fabric's)."""
     import lightning as L
-    from omegaconf import OmegaConf
 
     strategy = hardware.strategy if hardware is not None else "auto"
-    if OmegaConf.is_config(strategy):
-        strategy = OmegaConf.to_container(strategy, resolve=True)
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(strategy):
+            strategy = OmegaConf.to_container(strategy, resolve=True)
+    except ImportError:  # plain objects (scripts) need no omegaconf
+        pass
     if isinstance(strategy, dict):
         target = str(strategy.pop("_target_", ""))
         if target.endswith("DeepSpeedStrategy"):
@@ -117,6 +121,8 @@ def _fabric(hardware: Any) -> Any:
 
             keep = {k: v for k, v in strategy.items() if k in ("stage", "offload_optimizer", "offload_parameters")}
             strategy = DeepSpeedStrategy(**keep)
+            if max_grad_norm:  # DeepSpeed clips inside its optimizer step
+                strategy.config["gradient_clipping"] = float(max_grad_norm)
         elif target.endswith("FSDPStrategy"):
             strategy = "fsdp"
         else:
@@ -168,7 +174,9 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reward_fn = get_reward(cfg.reward)
-    fabric = _fabric(hardware)
+    fabric = _fabric(hardware, cfg.max_grad_norm)
+    deepspeed = type(fabric.strategy).__name__ == "DeepSpeedStrategy"
+    fabric.launch()
     fabric.seed_everything(cfg.seed)
     tok = AutoTokenizer.from_pretrained(policy_path)
     if tok.pad_token_id is None:
@@ -253,10 +261,10 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
                 k3 = torch.exp(rlp - lp) - (rlp - lp) - 1
                 kl_term = (k3 * m).sum() / n_loss_tokens
                 loss = loss + cfg.kl_coef * kl_term
-                kl_sum += float(kl_term)
+                kl_sum += float(kl_term.detach())
             fabric.backward(loss)
             loss_sum += float(loss.detach())
-        grad_norm = fabric.clip_gradients(model, optim, max_norm=cfg.max_grad_norm)
+        grad_norm = None if deepspeed else fabric.clip_gradients(model, optim, max_norm=cfg.max_grad_norm)
         optim.step()
         n = len(rollouts)
         row = {"stage": stage_name, "step": step,
