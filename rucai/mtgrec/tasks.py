@@ -342,6 +342,33 @@ def finetune_task(cfg: DictConfig) -> dict[str, Any]:
     return m
 
 
+def _multi_process(cfg: DictConfig) -> bool:
+    from rucai.hardware import requested_devices
+
+    n = requested_devices(cfg.hardware)
+    return (n is None or n > 1 or int(cfg.hardware.num_nodes) > 1) and cfg.hardware.strategy not in ("auto", None)
+
+
+def _stages_in_subprocesses(cfg: DictConfig, stages: list[str]) -> None:
+    """Under DDP each stage runs as its own `run.py task=mtgrec.<stage>` in the same output dir.
+
+    Lightning's DDP launcher re-runs the script for ranks > 0 once per process; a second Trainer in
+    the same process would launch a second set of ranks and hang. One stage per process avoids it,
+    and each stage picks the previous stage's artifacts up from the directory.
+    """
+    import subprocess
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    over = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] not in ("task", "hydra.run.dir")]
+    for st in stages:
+        cmd = [sys.executable, sys.argv[0], *over, f"task={st}", f"hydra.run.dir={_out(cfg)}"]
+        log.info("pipeline stage: %s", " ".join(cmd))
+        if subprocess.run(cmd).returncode != 0:
+            raise UserError(f"pipeline stage {st} failed; see {_out(cfg)}/run.log and rerun to resume")
+
+
 @task("mtgrec.pipeline")
 def pipeline_task(cfg: DictConfig) -> dict[str, Any]:
     """tokenizers -> pre-train (unless method.pretrain.enabled=false) -> fine-tune -> test."""
@@ -349,7 +376,10 @@ def pipeline_task(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     man = run_tokenizers(cfg)
-    summary = run_pretrain(cfg) if _m(cfg, "pretrain", "enabled", default=True) else None
+    pretrain = bool(_m(cfg, "pretrain", "enabled", default=True))
+    if _multi_process(cfg):
+        _stages_in_subprocesses(cfg, ["mtgrec.pretrain"] * pretrain + ["mtgrec.finetune"])
+    summary = run_pretrain(cfg) if pretrain else None
     m = run_finetune(cfg)
     out = dict(m) | {"task": cfg.task, "total_seconds": round(time.perf_counter() - t0, 1),
                      "tokenizer_drift": man.get("mean_adjacent_changed")}
