@@ -20,6 +20,9 @@ from rucai.easyep.selection import (
     topk_keep,
 )
 from rucai.easyep.toy import ByteTokenizer, tiny_model
+from tests.conftest import needs_data
+
+needs_data_all = needs_data("math", "math_test.jsonl")
 
 FAMILIES = ["deepseek_v3", "qwen2_moe", "qwen3_moe", "mixtral", "olmoe"]
 TEXTS = ["The integral of x^2 from 0 to 1 is 1/3.", "Question: who wrote Hamlet?\nAnswer: Shakespeare",
@@ -295,3 +298,39 @@ def test_prune_rss_stays_near_one_shard(tmp_path):
     for r in rows:
         assert r["peak_rss_mb"] - r["baseline_rss_mb"] < 4 * r["largest_shard_mb"] + 32, r
     assert large["peak_rss_mb"] - small["peak_rss_mb"] < 2 * large["largest_shard_mb"], rows
+
+
+# ------------------------------------------------------------------------------------------------
+# the real test of the method: experts trained on distinguishable domains
+
+
+def _specialise(tmp_path, **kw):
+    from rucai.easyep.toy import specialisation_run
+    from tests.conftest import DATA_DIR
+
+    torch.set_num_threads(2)
+    return specialisation_run(DATA_DIR, tmp_path, **kw)
+
+
+@pytest.mark.slow  # ~40 s on a quiet 2-core box, ~2.5 min when the box is shared
+@needs_data_all
+def test_specialisation_easyep_beats_random_small(tmp_path):
+    """Small size: a 1-layer MoE trained 80 steps (fewer leaves it so undertrained that pruning can
+    even *lower* the loss); pruning to half with math demos must keep math loss and next-token
+    agreement closer to the full model's than random pruning does (mean of 3 random draws)."""
+    s = _specialise(tmp_path, hidden=32, layers=1, experts=8, top_k=2, moe_inter=32, steps=80, batch_size=8,
+                    seq_len=64, n_demos=8, n_eval=24, random_seeds=3, per_domain=300, demo_max_length=256,
+                    bench_batch=2, lr=1e-2)
+    r = s["results"]
+    assert r["full"]["math"]["loss"] < r["easyep"]["math"]["loss"] < r["random_mean"]["math"]["loss"], r
+    assert r["easyep"]["math"]["agreement"] > r["random_mean"]["math"]["agreement"], r
+    assert s["bench"]["expert_bytes_ratio"] == 0.5
+
+
+@pytest.mark.slow
+@needs_data_all
+def test_specialisation_easyep_beats_random_and_baselines_medium(tmp_path):
+    s = _specialise(tmp_path, family="deepseek_v3", hidden=64, layers=2, experts=16, top_k=2, moe_inter=64,
+                    steps=150, n_eval=48, random_seeds=3)
+    r = s["results"]
+    assert r["easyep"]["math"]["loss"] < r["random_mean"]["math"]["loss"], r
