@@ -88,3 +88,46 @@ def slurm_env() -> dict[str, Any]:
     return {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
             + (f"_{os.environ['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in os.environ else ""),
             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
+
+
+def _deepspeed_zero(trainer: Any) -> dict[str, Any] | None:
+    """The ZeRO section of the trainer's DeepSpeed config, or None for other strategies."""
+    strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+    if type(strategy).__name__ != "DeepSpeedStrategy":
+        return None
+    return dict((getattr(strategy, "config", None) or {}).get("zero_optimization", {}))
+
+
+def adam(module: Any, params: Any, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> Any:
+    """Adam(W) for `module`'s trainer: DeepSpeed's CPU Adam when ZeRO offloads the optimizer.
+
+    DeepSpeed refuses a torch optimizer under ZeRO-Offload (it would run the update on the CPU
+    through slow per-parameter Python); `DeepSpeedCPUAdam` is the vectorised equivalent (JIT-built on
+    first use). Every other strategy gets torch's Adam/AdamW.
+    """
+    import torch
+
+    zero = _deepspeed_zero(getattr(module, "_trainer", None))
+    if zero and (zero.get("offload_optimizer") or {}).get("device") == "cpu":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, lr=lr, weight_decay=weight_decay, adamw_mode=decoupled)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+def consolidated_test_checkpoint(trainer: Any, ckpt_path: str | None) -> str | None:
+    """ZeRO-3 checkpoints are sharded folders that DeepSpeed cannot load outside fitting (its
+    inference engine has no optimizer to restore the 16-bit weights from). Collate the folder into
+    one fp32 file next to it and have the strategy load full weights; other strategies: unchanged."""
+    zero = _deepspeed_zero(trainer)
+    if not zero or zero.get("stage") != 3 or not ckpt_path or not os.path.isdir(ckpt_path):
+        return ckpt_path
+    out = ckpt_path.rstrip("/") + ".fp32.ckpt"
+    if trainer.is_global_zero and not os.path.exists(out):
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+        convert_zero_checkpoint_to_fp32_state_dict(ckpt_path, out)
+    trainer.strategy.barrier("consolidate-zero3")
+    trainer.strategy.load_full_weights = True
+    return out

@@ -150,6 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test_ckpt = best or (ckpt if not cfg.train else None)
         if cfg.train and not best:
             log.warning("no best checkpoint recorded; testing the current weights")
+        from rucai.hardware import consolidated_test_checkpoint
+
+        test_ckpt = consolidated_test_checkpoint(trainer, test_ckpt)
         results = trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
         metrics |= _scalars(results[0] if results else {})
         metrics["test_ckpt"] = test_ckpt
@@ -170,6 +173,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     dm, model, trainer, _ = build(cfg)
     ckpt = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    from rucai.hardware import consolidated_test_checkpoint
+
+    ckpt = consolidated_test_checkpoint(trainer, ckpt)
     results = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
     metrics = {"experiment": cfg.experiment_name, "task": "evaluate", "test_ckpt": ckpt, "status": "completed"}
     metrics |= _scalars(results[0] if results else {})

@@ -15,10 +15,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
 # 1. hardware profiles: one tiny Lightning fit each (quickstart, smoke settings, one GPU)
+mkdir -p outputs/hw_check
 for hw in ${HW:-gpu ddp deepspeed_stage_2 deepspeed_stage_3 fsdp deepspeed_stage_3_offload}; do
   t0=$(date +%s)
   timeout 150 python3 run.py experiment=quickstart debug=smoke hardware=$hw hardware.devices=1 logger=csv \
-      trainer.max_epochs=2 hydra.run.dir=outputs/hw_check/$hw > "$OUT/hw_$hw.log" 2>&1
+      trainer.max_epochs=2 hydra.run.dir=outputs/hw_check/$hw > "outputs/hw_check/$hw.log" 2>&1
   rc=$?
   python3 - "$hw" "$rc" "$(( $(date +%s) - t0 ))" <<'PY' | tee -a "$OUT/results.jsonl"
 import json, sys, pathlib
@@ -28,8 +29,10 @@ d = json.loads(m.read_text()) if m.exists() else {}
 keep = {k: d.get(k) for k in ("status", "test/recall@10", "test/ndcg@10", "epochs_trained", "sec_per_epoch")}
 print(json.dumps({"check": "hardware", "profile": hw, "rc": rc, "wall_s": sec, **keep}))
 PY
-  [ "$rc" = 0 ] || tail -5 "$OUT/hw_$hw.log"
+  [ "$rc" = 0 ] || grep -E "Error|error:" "outputs/hw_check/$hw.log" | tail -4
 done
+
+[ -n "${ONLY_HW:-}" ] && { echo done; exit 0; }
 
 # 2. TIGER constrained beam search throughput on the GPU (same model as the CPU figure)
 timeout 90 python3 -m rucai.models.tiger --bench --device cuda --beams 20 50 --num-users 4096 --batch-size 1024 \

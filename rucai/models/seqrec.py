@@ -88,4 +88,6 @@ class SeqRecModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        from rucai.hardware import adam
+
+        return adam(self, self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

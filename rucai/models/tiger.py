@@ -269,7 +269,9 @@ class TIGER(SeqRecModule):
                      prog_bar=name == "ndcg@10")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        from rucai.hardware import adam
+
+        return adam(self, self.parameters(), lr=self.lr, weight_decay=self.weight_decay, decoupled=True)
 
 
 # -- benchmark -------------------------------------------------------------------------------------
