@@ -1,7 +1,7 @@
 """EASY-EP on one GPU in < 3 minutes: score, prune to half (streamed), reload, throughput under a budget.
 
 Self-contained (torch, transformers, accelerate, safetensors and rucai.easyep; no Hydra):
-  python experiments/easyep/gpu_check.py                 # H100/H200: ~4B-param Qwen3-MoE-style model, bf16
+  python experiments/easyep/gpu_check.py                 # H100/H200: ~3.75B-param Qwen3-MoE-style model, bf16
   python experiments/easyep/gpu_check.py --cpu --tiny    # the same path on CPU with a tiny model
 
 Steps: build a random-init Qwen3-MoE-style model in bf16 on the device; score its experts with
@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 SIZES = {
-    # ~3.9B parameters (3.6B in experts), ~7.8 GB in bf16
+    # ~3.75B parameters (3.62B in experts), ~7.0 GiB in bf16
     "mid": dict(hidden=2048, layers=12, experts=64, top_k=8, moe_inter=768, heads=16, kv_heads=4),
     "tiny": dict(hidden=64, layers=2, experts=16, top_k=2, moe_inter=32, heads=4, kv_heads=2),
 }
@@ -166,7 +166,8 @@ def main() -> None:
     demos = [" ".join(words[i] for i in torch.randint(0, len(words), (200 if args.tiny else 900,), generator=g).tolist())
              for _ in range(8)]
     t0 = time.perf_counter()
-    scores = score_texts(model, ByteTokenizer(), demos, batch_size=4, max_length=1024 if args.tiny else 4096)
+    scores = score_texts(model, ByteTokenizer(), demos, batch_size=4, max_length=1024 if args.tiny else 4096,
+                         chunk_tokens=4096 if args.tiny else 65536)
     sync(device)
     res["score_s"] = time.perf_counter() - t0
     res["demo_tokens"] = scores.num_tokens

@@ -178,7 +178,7 @@ def select_demos(texts: list[str], n: int | None = 25, rule: str = "longest", se
 
 @torch.no_grad()
 def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4, max_length: int = 4096,
-                adapter: MoEAdapter | None = None, log_every: int = 0) -> Scores:
+                adapter: MoEAdapter | None = None, log_every: int = 0, chunk_tokens: int = 4096) -> Scores:
     """Score the experts of `model` on `texts` (one prefill pass each, batched, right-padded).
 
     `tokenizer(texts)` must return `input_ids` and `attention_mask` tensors (a Hugging Face
@@ -192,7 +192,7 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 
     model.eval()
     # longest first keeps padding low within a batch
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    with ExpertScorer(model, adapter) as sc:
+    with ExpertScorer(model, adapter, chunk_tokens=chunk_tokens) as sc:
         for b, start in enumerate(range(0, len(order), batch_size)):
             batch = [texts[i] for i in order[start:start + batch_size]]
             enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
