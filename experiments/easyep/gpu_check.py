@@ -129,6 +129,9 @@ def throughput(model, batch: int, prompt: int, new: int, device: str) -> float:
     return batch * new / t
 
 
+RES: dict = {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu", action="store_true")
@@ -145,8 +148,9 @@ def main() -> None:
     prompt = args.prompt or (32 if args.tiny else 256)
     new = args.new or (16 if args.tiny else 64)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="easyep_gpu_"))
-    res: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "size": size,
-                 "torch": torch.__version__}
+    res = RES
+    res |= {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "size": size,
+            "torch": torch.__version__}
     import transformers
 
     from rucai.easyep.bench import measure_prune_rss
@@ -235,4 +239,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    try:
+        main()
+    except Exception as e:  # still one JSON line: what finished, and where it failed
+        import traceback
+
+        RES["error"] = f"{type(e).__name__}: {e}"[:500]
+        RES["traceback_tail"] = traceback.format_exc().splitlines()[-6:]
+        print(json.dumps(RES, default=str))
+        sys.exit(1)
