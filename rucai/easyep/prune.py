@@ -99,6 +99,8 @@ def prune_checkpoint(src_dir: str | Path, dst_dir: str | Path, keep: Any, first_
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise UserError(f"{dst} exists and is not empty; remove it or pass overwrite=True")
     dst.mkdir(parents=True, exist_ok=True)
+    for stale in [*dst.glob("*.safetensors"), dst / INDEX]:  # overwrite: no shard of an older run may survive
+        stale.unlink(missing_ok=True)
     config = json.loads((src / "config.json").read_text())
     cfg_text = config.get("text_config", config)  # multimodal wrappers keep the LM under text_config
     adapter = for_model_type(cfg_text.get("model_type", config.get("model_type")))
