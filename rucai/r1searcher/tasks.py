@@ -161,6 +161,8 @@ def run_eval(cfg: DictConfig, m: dict, model_path: str | None, retriever: Any, o
         sm = m.get("smoke") or {}
         limit = int(sm.get("eval_limit", 2))
         max_tokens = min(max_tokens, int(sm.get("eval_max_tokens", 24)))
+        if sm.get("eval_sets"):
+            e["sets"] = list(sm["eval_sets"])
     llm_cfg = OmegaConf.to_container(cfg.llm, resolve=True)
     if model_path:
         llm_cfg["model"] = model_path
