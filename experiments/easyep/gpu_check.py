@@ -98,13 +98,15 @@ def peak_memory(model, batch: int, prompt: int, new: int, device: str) -> float 
         return weight_bytes(model) + batch * (prompt + new) * kv_bytes_per_token(model)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    # other tensors resident on the GPU (the other model of the comparison) are not this model's
+    others = torch.cuda.memory_allocated() - weight_bytes(model)
     try:
         run_generate(model, batch, prompt, 4, device)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return None
     # the probe decodes 4 tokens; add the KV cache of the remaining ones
-    return torch.cuda.max_memory_allocated() + batch * (new - 4) * kv_bytes_per_token(model)
+    return torch.cuda.max_memory_allocated() - others + batch * (new - 4) * kv_bytes_per_token(model)
 
 
 def max_batch(model, budget: float, prompt: int, new: int, device: str, start: int, limit: int) -> tuple[int, float]:
