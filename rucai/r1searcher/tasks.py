@@ -250,6 +250,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if init and stage == "stage2":
             p = Path(init).expanduser() / "stage1" / "policy"
             src = str(p) if (p / "config.json").is_file() else src
+        elif cfg.smoke and (m.get("smoke") or {}).get("tiny_policy", True):
+            src = tiny_policy(src, cfg.paths.cache_dir)
         s = run_stage(cfg, m, stage, src, retriever, out, _loggers(cfg))
     finally:
         if server is not None:
