@@ -27,6 +27,11 @@ class HardwareConfig:
     needs_gpu: bool = False  # fail early with one line when no CUDA GPU is visible
     # for LLM inference engines (vLLM): GPUs per model replica
     tensor_parallel_size: int = 1
+    # one process, a model split by layers over the node's GPUs (accelerate `device_map`); for tasks
+    # that load a Hugging Face model themselves (scoring, inference)
+    device_map: Any = None  # "auto" | "balanced" | explicit mapping; null: one device
+    max_memory: Any = None  # {gpu index | "cpu": "118GiB", ...} caps per device
+    offload_folder: Any = None  # spill-over folder (slow); null: the model must fit on the GPUs
 
 
 @dataclass

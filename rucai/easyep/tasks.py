@@ -116,7 +116,11 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     t0 = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
-    model, tok = load_model(m.get("model", {}), m.get("sharding"), bool(cfg.smoke))
+    hw = cfg.hardware
+    sharding = m.get("sharding") or (
+        {"device_map": hw.device_map, "max_memory": hw.max_memory, "offload_folder": hw.offload_folder}
+        if hw.get("device_map") else None)
+    model, tok = load_model(m.get("model", {}), sharding, bool(cfg.smoke))
     n_demos = m.get("n_demos", 25)
     max_len = int(m.get("max_length", 4096))
     if cfg.smoke:
