@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams
-from rucai.r1searcher.prompts import BASE_PROMPT, END_QUERY, extract_answer, search_prompt
+from rucai.r1searcher.prompts import BASE_PROMPT, CHAT_DEMO, END_QUERY, extract_answer, search_prompt
 from rucai.r1searcher.rewards import REWARDS, count_searches, format_ok, get_reward, strict_format_ok
 from rucai.r1searcher.rl import group_advantages, token_advantages
 from rucai.r1searcher.rollout import SearchRolloutEngine, documents_block, search_hf_llm, tokenize_rollout
@@ -223,6 +223,22 @@ def test_base_prompt_matches_authors_v0():
     p = search_prompt("Who?", "base")
     assert p.endswith("User:Who?\nAssistant: <think>") and p == BASE_PROMPT.format(question="Who?")
     assert "**A query must involve only a single triple**" in p
+
+
+def test_chat_demo_is_a_full_reward_example_placed_before_the_question():
+    """The worked example of `chat_demo` earns the stage-1 reward it demonstrates (a search + a
+    well-formed answer) and sits as an earlier turn, so the prompt still ends in the question + <think>."""
+    demo_q, demo_a = CHAT_DEMO
+    assert demo_a.startswith("<think>")
+    r = get_reward("paper_stage1")(demo_a[len("<think>"):], "Cincinnati")
+    assert r == {"retrieval": 0.5, "format": 0.5, "answer": 0.0, "total": 1.0}
+    assert get_reward("paper_stage2")(demo_a[len("<think>"):], "Cincinnati")["total"] == 1.0
+    tok = _smollm2_tokenizer()
+    p, plain = search_prompt("Who built it?", "chat_demo", tok), search_prompt("Who built it?", "chat", tok)
+    assert p.endswith("Who built it?<|im_end|>\n<|im_start|>assistant\n<think>") and p != plain
+    assert p.index(demo_q) < p.index(demo_a) < p.index("Who built it?")
+    with pytest.raises(ValueError, match="chat_demo"):
+        search_prompt("Who?", "chatty", tok)
 
 
 @pytest.mark.slow  # tests/test_smoke.py runs the same smoke experiment in the default set

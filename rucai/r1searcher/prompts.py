@@ -39,6 +39,18 @@ CHAT_SYSTEM_PROMPT = (
     "\"<|begin_of_documents|> ...search results... <|end_of_documents|>\"."
 )
 
+# `chat_demo`: the chat prompt after one worked example (a user turn and the assistant's reply). Not in the paper (its 7-8B models
+# follow the instructions alone); a 135M model never writes a query tag from instructions alone
+# (0 of 32 samples, experiments/r1searcher/README.md), so RL has no reward variance to learn from.
+CHAT_DEMO = (
+    "Which city is the birthplace of the director of the film Jaws?",
+    "<think> I need the director of Jaws first. <|begin_of_query|> Jaws film director <|end_of_query|>\n\n"
+    "<|begin_of_documents|>\n(1)Jaws is a 1975 film directed by Steven Spielberg.\n<|end_of_documents|>\n\n"
+    "Now his birthplace. <|begin_of_query|> Steven Spielberg birthplace <|end_of_query|>\n\n"
+    "<|begin_of_documents|>\n(1)Steven Spielberg was born in Cincinnati, Ohio.\n<|end_of_documents|>\n\n"
+    "The director was born in Cincinnati. </think>\n\n<answer> Cincinnati </answer>",
+)
+
 # baselines (no search tags): standard RAG and naive generation
 ANSWER_SYSTEM_PROMPT = (
     "You are a helpful assistant. Answer the question with a short phrase (a few words), enclosed in "
@@ -51,14 +63,20 @@ BASE_ANSWER_PROMPT = (
 )
 
 
+PROMPT_STYLES = ("base", "chat", "chat_demo")
+
+
 def search_prompt(question: str, style: str = "chat", tokenizer: Any = None) -> str:
     """The rollout prompt as raw text. Both styles end in `<think>` (the authors append it after the
     chat template too), so a well-formed response holds `</think>` but no `<think>`."""
     if style == "base":
         return BASE_PROMPT.format(question=question)
-    if style != "chat":
-        raise ValueError(f"prompt style {style!r}: use base or chat")
-    msgs = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style {style!r}: use one of {', '.join(PROMPT_STYLES)}")
+    msgs = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}]
+    if style == "chat_demo":  # the worked example as an earlier turn of the conversation
+        msgs += [{"role": "user", "content": CHAT_DEMO[0]}, {"role": "assistant", "content": CHAT_DEMO[1]}]
+    msgs.append({"role": "user", "content": question})
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + BEGIN_THINK
 
 
