@@ -5,8 +5,10 @@
 
 Both train on the same data (LC-Rec Office exported to RecBole atomic files, timestamps = the
 sequence order), leave-one-out, max history 20, CE loss over all items, Adam lr 1e-3, batch 2048,
-dropout 0.5/0.5, inner size 256, full ranking with already-seen items masked (RecBole's full-sort
-protocol; rucai `model.mask_history=true`), early stopping on valid NDCG@10 with patience 10.
+dropout 0.5/0.5, inner size 256, full ranking over all items with the history *not* masked (RecBole
+1.2.1's full sort masks seen items only for general models: for sequential models
+`FullSortEvalDataLoader.collate_fn` returns no history index; rucai `model.mask_history=false`),
+early stopping on valid NDCG@10 with patience 10.
 Prints seconds per training epoch for each and the ratio, and test Recall@10/NDCG@10.
 
 RecBole lives in its own environment (its pins are old): `bash scripts/recbole-env.sh` builds
@@ -83,7 +85,7 @@ def run_rucai(data_dir: Path, hidden: int, seed: int, epochs: int, batch: int, o
                 else [f"data.batch_size={batch}"])
     cmd = [sys.executable, str(ROOT / "run.py"), "experiment=baselines/sasrec_office",
            f"data.dir={data_dir}", f"data.train_mode={train_mode}", *batching, "data.eval_batch_size=4096",
-           f"model.hidden_size={hidden}", "model.inner_size=256", "model.mask_history=true",
+           f"model.hidden_size={hidden}", "model.inner_size=256", "model.mask_history=false",
            f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", f"seed={seed}",
            "logger=none", f"hydra.run.dir={run_dir}"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -105,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-mode", nargs="+", default=["all_positions"], choices=["all_positions", "prefix"],
                     help="rucai's training layout(s) to run beside RecBole (prefix = RecBole's own layout)")
     ap.add_argument("--recbole-python", default=str(ROOT / ".venv-recbole" / "bin" / "python"))
+    ap.add_argument("--sides", nargs="+", default=["recbole", "rucai"], choices=["recbole", "rucai"],
+                    help="run only one side (e.g. more RecBole seeds beside rucai seeds already run)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
-    if not Path(args.recbole_python).exists():
+    if "recbole" in args.sides and not Path(args.recbole_python).exists():
         print(f"error: no RecBole environment at {args.recbole_python}: run `bash scripts/recbole-env.sh` "
               f"or pass --recbole-python", file=sys.stderr)
         return 2
@@ -119,12 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         atomic = export_atomic(args.data_dir, args.name, Path(tmp))
         for h in args.hidden:
             for s in args.seeds:
-                rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size)
-                print(f"h={h} seed={s}: recbole {rb}", flush=True)
+                rb = None
+                if "recbole" in args.sides:
+                    rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size)
+                    print(f"h={h} seed={s}: recbole {rb}", flush=True)
                 for mode in args.train_mode:
-                    ours = run_rucai(args.data_dir, h, s, args.epochs, args.batch_size, Path(tmp), mode)
+                    ours = None
+                    if "rucai" in args.sides:
+                        ours = run_rucai(args.data_dir, h, s, args.epochs, args.batch_size, Path(tmp), mode)
+                        print(f"h={h} seed={s}: rucai[{mode}] {ours}", flush=True)
                     rows.append({"hidden": h, "seed": s, "train_mode": mode, "recbole": rb, "rucai": ours})
-                    print(f"h={h} seed={s}: rucai[{mode}] {ours}", flush=True)
                 if args.out:  # keep what is done so far
                     atomic_write_json(args.out, rows)
     print(format_table(rows))
@@ -132,28 +140,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Per-run rows, then mean +- std over seeds per (hidden, train_mode)."""
+    """Per-run rows, then mean +- std over seeds per (hidden, train_mode); a side not run is "-"."""
+
+    def f(side: dict | None, key: str, fmt: str = ".4f") -> str:
+        return "-" if side is None else format(side[key], fmt)
+
+    def ratio(rb: dict | None, us: dict | None) -> float | None:
+        return None if rb is None or us is None else rb["sec_per_epoch"] / us["sec_per_epoch"]
+
     lines = ["| hidden | seed | rucai layout | RecBole s/epoch | rucai s/epoch | speed-up | RecBole R@10 | rucai R@10 "
              "| RecBole N@10 | rucai N@10 | epochs (RecBole/rucai) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rb, us = r["recbole"], r["rucai"]
+        sp = ratio(rb, us)
         lines.append(
-            f"| {r['hidden']} | {r['seed']} | {r['train_mode']} | {rb['sec_per_epoch']:.2f} | {us['sec_per_epoch']:.2f} "
-            f"| {rb['sec_per_epoch'] / us['sec_per_epoch']:.2f}x | {rb['recall@10']:.4f} | {us['recall@10']:.4f} "
-            f"| {rb['ndcg@10']:.4f} | {us['ndcg@10']:.4f} | {rb['epochs']}/{us['epochs']} |")
+            f"| {r['hidden']} | {r['seed']} | {r['train_mode']} | {f(rb, 'sec_per_epoch', '.2f')} "
+            f"| {f(us, 'sec_per_epoch', '.2f')} | {'-' if sp is None else f'{sp:.2f}x'} | {f(rb, 'recall@10')} "
+            f"| {f(us, 'recall@10')} | {f(rb, 'ndcg@10')} | {f(us, 'ndcg@10')} "
+            f"| {f(rb, 'epochs', 'd')}/{f(us, 'epochs', 'd')} |")
 
-    def ms(xs: list[float]) -> str:
-        return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+    def ms(sides: list[dict | None], key: str) -> str:
+        xs = [x[key] for x in sides if x is not None]
+        if not xs:
+            return "-"
+        return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f} (n={len(xs)})"
 
-    lines += ["", "| hidden | rucai layout | seeds | speed-up (mean) | RecBole R@10 | rucai R@10 | RecBole N@10 "
-              "| rucai N@10 |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| hidden | rucai layout | speed-up (mean) | RecBole R@10 | rucai R@10 | RecBole N@10 "
+              "| rucai N@10 |", "|---|---|---|---|---|---|---|"]
     for key in sorted({(r["hidden"], r["train_mode"]) for r in rows}):
         g = [r for r in rows if (r["hidden"], r["train_mode"]) == key]
-        speed = statistics.mean(r["recbole"]["sec_per_epoch"] / r["rucai"]["sec_per_epoch"] for r in g)
+        speeds = [x for x in (ratio(r["recbole"], r["rucai"]) for r in g) if x is not None]
+        rb, us = [r["recbole"] for r in g], [r["rucai"] for r in g]
         lines.append(
-            f"| {key[0]} | {key[1]} | {len(g)} | {speed:.2f}x | {ms([r['recbole']['recall@10'] for r in g])} "
-            f"| {ms([r['rucai']['recall@10'] for r in g])} | {ms([r['recbole']['ndcg@10'] for r in g])} "
-            f"| {ms([r['rucai']['ndcg@10'] for r in g])} |")
+            f"| {key[0]} | {key[1]} | {f'{statistics.mean(speeds):.2f}x' if speeds else '-'} | {ms(rb, 'recall@10')} "
+            f"| {ms(us, 'recall@10')} | {ms(rb, 'ndcg@10')} | {ms(us, 'ndcg@10')} |")
     return "\n".join(lines)
 
 
