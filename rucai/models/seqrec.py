@@ -33,7 +33,8 @@ class SeqRecModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.topk = tuple(topk)
-        # RecBole masks already-seen items at evaluation; TIGER-style papers do not.
+        # Mask already-seen items at ranking time (RecBole does so for general models only; its
+        # sequential models and the TIGER-style papers rank the history too).
         self.mask_history = mask_history
 
     # -- to implement -------------------------------------------------------------------------
