@@ -39,9 +39,10 @@ CHAT_SYSTEM_PROMPT = (
     "\"<|begin_of_documents|> ...search results... <|end_of_documents|>\"."
 )
 
-# `chat_demo`: the chat prompt after one worked example (a user turn and the assistant's reply). Not in the paper (its 7-8B models
-# follow the instructions alone); a 135M model never writes a query tag from instructions alone
-# (0 of 32 samples, experiments/r1searcher/README.md), so RL has no reward variance to learn from.
+# `chat_demo`: the chat prompt after one worked example (a user turn and the assistant's reply).
+# Not in the paper (its 7-8B models follow the instructions alone); a 135M model never writes a
+# query tag from the instructions alone (0 of 32 samples, experiments/r1searcher/README.md), so RL
+# has no reward variance to learn from.
 CHAT_DEMO = (
     "Which city is the birthplace of the director of the film Jaws?",
     "<think> I need the director of Jaws first. <|begin_of_query|> Jaws film director <|end_of_query|>\n\n"
@@ -67,7 +68,7 @@ PROMPT_STYLES = ("base", "chat", "chat_demo")
 
 
 def search_prompt(question: str, style: str = "chat", tokenizer: Any = None) -> str:
-    """The rollout prompt as raw text. Both styles end in `<think>` (the authors append it after the
+    """The rollout prompt as raw text. Every style ends in `<think>` (the authors append it after the
     chat template too), so a well-formed response holds `</think>` but no `<think>`."""
     if style == "base":
         return BASE_PROMPT.format(question=question)
