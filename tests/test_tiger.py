@@ -136,9 +136,9 @@ def test_learns_synthetic_transitions():
     dm = SyntheticDataModule(num_users=250, num_items=n, batch_size=64, eval_batch_size=250, max_len=5, p_follow=0.9)
     dm.setup("fit")
     model = TIGER(item_codes=random_codes(n, levels=3, codebook_size=5, seed=0), d_model=64, d_ff=128,
-                  num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=32, dropout=0.0, lr=5e-3,
+                  num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=32, dropout=0.0, lr=1e-3,
                   weight_decay=0.0, num_beams=10, topk=(5, 10), **dm.model_kwargs())
-    trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False, limit_val_batches=0,
+    trainer = L.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False, limit_val_batches=0,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)
     trainer.fit(model, datamodule=dm)
     res = trainer.test(model, datamodule=dm, verbose=False)[0]
