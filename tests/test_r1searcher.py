@@ -239,6 +239,11 @@ def test_chat_demo_is_a_full_reward_example_placed_before_the_question():
     assert p.index(demo_q) < p.index(demo_a) < p.index("Who built it?")
     with pytest.raises(ValueError, match="chat_demo"):
         search_prompt("Who?", "chatty", tok)
+    from rucai.errors import UserError
+    from rucai.r1searcher.tasks import _stage_cfg
+
+    with pytest.raises(UserError, match="method.prompt_style='chatty'; valid: base, chat, chat_demo"):
+        _stage_cfg({"prompt_style": "chatty", "stage1": {}}, "stage1", False, 0)
 
 
 @pytest.mark.slow  # tests/test_smoke.py runs the same smoke experiment in the default set

@@ -131,7 +131,12 @@ def _stage_cfg(m: dict, stage: str, smoke: bool, seed: int) -> Any:
             if k in sm:
                 kw[k] = min(int(sm[k]), int(kw.get(k, sm[k])))
         kw["max_response_tokens"] = int(sm.get("max_response_tokens", 64))
-    return RLConfig(prompt_style=m.get("prompt_style", "chat"), seed=seed, **kw)
+    from rucai.r1searcher.prompts import PROMPT_STYLES
+
+    style = m.get("prompt_style", "chat")
+    if style not in PROMPT_STYLES:
+        raise UserError(f"method.prompt_style={style!r}; valid: {', '.join(PROMPT_STYLES)}")
+    return RLConfig(prompt_style=style, seed=seed, **kw)
 
 
 def _loggers(cfg: DictConfig) -> list:
