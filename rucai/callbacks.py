@@ -55,3 +55,103 @@ class StartEpoch(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the last training batch's end: validation (run before this hook) is not counted
         self.epoch_seconds.append(self._t_last - self._t0)
+
+
+class RNGState(L.Callback):
+    """Saves the Python, NumPy and torch RNG states in every checkpoint and restores them on resume,
+    so a run resumed at an epoch boundary draws the same shuffles and dropout masks as one that
+    never stopped."""
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # plain lists and tensors: checkpoints load with torch.load(weights_only=True)
+        state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                        int(has_gauss), float(cached)],
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.setstate(state_dict["python"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class SignalCheckpoint(L.Callback):
+    """Saves `<dirpath>/last.ckpt` when SLURM's pre-timeout signal (submitit: SIGUSR2) or SIGTERM
+    arrives, mid-epoch, at the end of the training batch in flight; then hands the signal to the
+    handler that was installed before (submitit requeues the job, Lightning stops on SIGTERM).
+    A requeued job rerun with `ckpt_path=last` continues from that step, so a slow allocation still
+    makes progress between requeues."""
+
+    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGUSR2", "SIGTERM")) -> None:
+        self.dirpath = Path(dirpath)
+        self.signals = signals
+        self.pending: int | None = None
+        self._previous: dict[int, object] = {}
+        self.saved_at_step: int | None = None
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.signals:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handler)
+
+    def _handle_pending(self, trainer: L.Trainer) -> None:
+        import logging
+        import signal
+
+        if self.pending is None:
+            return
+        signum, self.pending = self.pending, None
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(str(path))
+        self.saved_at_step = trainer.global_step
+        logging.getLogger(__name__).warning("signal %d: saved %s at step %d", signum, path, trainer.global_step)
+        prev = self._previous.get(signum)
+        self._restore()
+        if callable(prev):
+            prev(signum, None)
+        elif prev == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+    def _restore(self) -> None:
+        import signal
+
+        for sig, prev in self._previous.items():
+            if prev is not None:
+                signal.signal(sig, prev)
+        self._previous = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._handle_pending(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._handle_pending(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()

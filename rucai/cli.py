@@ -14,13 +14,16 @@ _SWEEP_FN = re.compile(r"^\s*(choice|range|interval|glob|tag|sort|shuffle|int|fl
 
 
 def group_dirs() -> dict[str, Path]:
-    groups = {p.name: p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "local")}
+    groups = {p.name: p for p in CONF_DIR.iterdir()
+              if p.is_dir() and p.name not in ("hydra", "local") and not p.name.endswith("_debug")}
     groups["experiment"] = EXPERIMENTS_DIR
     return groups
 
 
 def options(group_dir: Path) -> list[str]:
-    return sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml"))
+    """A group's options; `debug/` folders hold a paper's debug overlays, not options."""
+    return sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml")
+                  if "debug" not in p.relative_to(group_dir).parts[:-1])
 
 
 def experiments() -> list[str]:
@@ -109,7 +112,7 @@ def check_launch_mode(argv: list[str]) -> str | None:
     if any(a in _PASSTHROUGH_FLAGS for a in argv):  # --cfg / --help only show things
         return None
     for a in argv:
-        if a.startswith("hardware=") and a.split("=", 1)[1].startswith("slurm") and not multirun:
+        if a == "cluster=slurm" and not multirun:
             return (f"{a} submits jobs through Hydra's SLURM launcher, which only runs in multirun mode: "
                     f"add -m (python run.py -m {' '.join(argv)})")
     return None

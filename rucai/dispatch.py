@@ -31,43 +31,94 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finish_wandb() -> None:
-    """Close this job's wandb run, so the next job of an in-process sweep starts its own."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+def _git_commit() -> str | None:
+    import subprocess
+
+    from rucai.cli import ROOT
+
+    try:
+        p = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return p.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _is_rank_zero() -> bool:
+    from rucai.runtime.stages import _is_rank_zero as rz
+
+    return rz()
+
+
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """What every run's metrics.json starts with: experiment, task, where, when, which code."""
+    import socket
+    import time
+
+    from rucai.runtime.hardware import slurm_env
+
+    return {"experiment": cfg.experiment_name, "task": cfg.task, "status": "running",
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": _git_commit(),
+            "host": socket.gethostname(), "seed": cfg.get("seed")} | slurm_env()
+
+
+def _write_record(out: Path, record: dict[str, Any], t0: float) -> None:
+    import time
+
+    from rucai.utils.io import atomic_write_json
+
+    record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    if _is_rank_zero():
+        atomic_write_json(out / "metrics.json", record)
 
 
 def run_task(cfg: DictConfig) -> float | None:
-    from rucai.registry import get_task
-    from rucai.utils.io import atomic_write_json, atomic_write_text
+    """Run the configured task and own its record: `config_resolved.yaml` before it starts,
+    `metrics.json` (the run record + the metrics the task returns) when it ends, whether it
+    completed, was interrupted or failed; the run's loggers are closed either way."""
+    import time
 
+    from rucai.registry import get_task
+    from rucai.runtime import close_loggers
+    from rucai.utils.io import atomic_write_text
+
+    t0 = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    record: dict[str, Any] = {"experiment": cfg.get("experiment_name"), "task": cfg.get("task")}
     try:
         fn = get_task(cfg.task)
-        out = Path(cfg.paths.output_dir)
         try:
             resolved = OmegaConf.to_yaml(cfg, resolve=True)
         except Exception as e:  # an interpolation that cannot resolve is a config error
             raise UserError(f"config does not resolve: {e}".replace("\n", " ")) from e
-        atomic_write_text(out / "config_resolved.yaml", resolved)
+        if _is_rank_zero():
+            atomic_write_text(out / "config_resolved.yaml", resolved)
+        record = run_record(cfg)
+        metrics = dict(fn(cfg) or {})
+        status = metrics.pop("status", "completed")
+        record |= {k: v for k, v in metrics.items() if k not in record} | {"status": status}
+        close_loggers("success")
+        _write_record(out, record, t0)
+    except BaseException as e:
+        msg = (str(e).splitlines()[0] if str(e) else type(e).__name__) if isinstance(e, UserError) else \
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
+        record |= {"status": "interrupted" if interrupted else "failed", "error": msg}
         try:
-            metrics = fn(cfg) or {}
-        finally:
-            _finish_wandb()
-    except UserError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if _is_multirun():
-            # keep the sweep going and record the failure in the job's own directory
-            try:
-                atomic_write_json(Path(cfg.paths.output_dir) / "metrics.json",
-                                  {"experiment": cfg.experiment_name, "status": "failed", "error": msg})
-            except Exception:
-                pass
-            raise
+            close_loggers("failed")
+            _write_record(out, record, t0)
+        except Exception:
+            pass
+        if not isinstance(e, UserError) or _is_multirun():
+            raise  # multirun: keep the sweep going, the launcher reports the failed job
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
-    table = format_metrics(metrics)
+    table = format_metrics(record)
     if table:
         print(f"\n{cfg.experiment_name} ({cfg.task}) -> {cfg.paths.output_dir}\n{table}")
-    value = metrics.get(cfg.monitor.metric) if cfg.get("monitor") else None
+    value = record.get(cfg.monitor.metric) if cfg.get("monitor") else None
     return float(value) if isinstance(value, int | float) else None

@@ -1,6 +1,6 @@
 """Hydra launchers on top of hydra-submitit-launcher, with failures reported, not lost.
 
-`SlurmLauncher` (used by `hardware=slurm*`, config `hydra/launcher=rucai_slurm`) and
+`SlurmLauncher` (used by `cluster=slurm`, config `hydra/launcher=rucai_slurm`) and
 `LocalLauncher` (`hydra/launcher=rucai_local`) submit a sweep as a submitit job array and then
 collect every job: a job that fails, is killed (SIGKILL, OOM) or times out is recorded in its own
 output directory (`metrics.json` with `status: failed`) and in `<sweep>/failed_jobs.json`, the
@@ -12,7 +12,7 @@ Requeue ownership: submitit. On a time limit or pre-emption SLURM signals the jo
 `signal_delay_s` before the limit); submitit calls the launcher's `checkpoint()`, which resubmits
 the same job with the same arguments, so it reruns in the same output directory; the slurm
 hardware profiles set `ckpt_path=last`, so training resumes from `checkpoints/last.ckpt`.
-Lightning's own SLURM auto-requeue is switched off (`rucai.hardware.trainer_kwargs`).
+Lightning's own SLURM auto-requeue is switched off (`rucai.runtime.hardware.trainer_kwargs`).
 """
 
 from __future__ import annotations

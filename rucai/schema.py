@@ -1,12 +1,18 @@
-"""Typed schemas for the top-level config and the `hardware` group.
+"""Typed schemas for the top-level config, the `hardware` group and every paper's `method`.
 
 Registered in Hydra's ConfigStore as `rucai_schema`; `conf/config.yaml` lists it first in its
-defaults, so a misspelled key or a wrong type fails at compose time with Hydra's message.
+defaults, so a misspelled key or a wrong type fails at compose time with Hydra's message. Each
+paper declares its method settings as a dataclass in `rucai/<paper>/config.py`, decorated with
+`@method("<paper>")`; `register()` discovers those modules and stores each dataclass as the option
+`method=<paper>`, which the paper's experiments select (`override /method: <paper>`).
 Only dataclasses here: this module is imported on the CLI start-up path.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +31,10 @@ class HardwareConfig:
     strategy: Any = "auto"
     precision: str = "32-true"
     needs_gpu: bool = False  # fail early with one line when no CUDA GPU is visible
+    # processes per node: per_device (DDP, DeepSpeed, FSDP: one process per GPU) or one (a single
+    # process that holds every device: vLLM tensor parallel, accelerate device_map); cluster=slurm
+    # requests SLURM tasks per node accordingly
+    processes: str = "per_device"
     # for LLM inference engines (vLLM): GPUs per model replica
     tensor_parallel_size: int = 1
     # one process, a model split by layers over the node's GPUs (accelerate `device_map`); for tasks
@@ -52,7 +62,7 @@ class MonitorConfig:
 
 @dataclass
 class SlurmConfig:
-    """Cluster request for `hardware=slurm*` (wired into `hydra.launcher` by those profiles).
+    """Cluster request for `cluster=slurm` (wired into `hydra.launcher=rucai_slurm`).
 
     Put a user's defaults (partition, account, setup lines) in the git-ignored
     `conf/local/default.yaml`; override per command with `slurm.partition=...`.
@@ -100,9 +110,68 @@ class RunConfig:
     # paper-specific groups (LLM backends, evaluation, method settings) slot in here
     llm: Any = None
     eval: Any = None
+    # the paper's typed method settings (`method=<paper>`, a dataclass from rucai/<paper>/config.py)
     method: Any = None
+    # generative rec: how items become code tuples (`item_tokenizer=rqvae`; rucai.rec.tokenization)
+    item_tokenizer: Any = None
+
+
+_METHODS: dict[str, type] = {}
+
+
+def method(name: str) -> Callable[[type], type]:
+    """Register a paper's method dataclass as the config option `method=<name>`."""
+
+    def deco(cls: type) -> type:
+        _METHODS[name] = cls
+        ConfigStore.instance().store(group="method", name=name, node=cls)
+        return cls
+
+    return deco
+
+
+def methods() -> dict[str, type]:
+    _discover_methods()
+    return dict(_METHODS)
+
+
+def _discover_methods() -> None:
+    import rucai
+
+    for mod in pkgutil.iter_modules(rucai.__path__):
+        if mod.ispkg and importlib.util.find_spec(f"rucai.{mod.name}.config") is not None:
+            importlib.import_module(f"rucai.{mod.name}.config")
+
+
+def _slurm_tasks(processes: str, devices: Any) -> int:
+    """SLURM tasks per node for a hardware profile: one per device, or one in all."""
+    if processes == "one":
+        return 1
+    if processes != "per_device":
+        raise ValueError(f"hardware.processes={processes!r}; valid: per_device, one")
+    if isinstance(devices, str) and not devices.isdigit():
+        raise ValueError(f"cluster=slurm needs hardware.devices=<GPUs per node> (an integer), not {devices!r}")
+    return int(devices) if not isinstance(devices, list | tuple) else len(devices)
+
+
+def _slurm_gpus(accelerator: str, devices: Any) -> int:
+    if accelerator == "cpu":
+        return 0
+    return _slurm_tasks("per_device", devices)
+
+
+_REGISTERED = False
 
 
 def register() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from omegaconf import OmegaConf
+
     cs = ConfigStore.instance()
     cs.store(name="rucai_schema", node=RunConfig)
+    _discover_methods()
+    OmegaConf.register_new_resolver("rucai.slurm_tasks", _slurm_tasks, replace=True)
+    OmegaConf.register_new_resolver("rucai.slurm_gpus", _slurm_gpus, replace=True)
+    _REGISTERED = True

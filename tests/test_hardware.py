@@ -3,7 +3,8 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rucai import cli, hardware, schema
+from rucai import cli, schema
+from rucai.runtime import hardware
 from rucai.errors import UserError
 
 schema.register()

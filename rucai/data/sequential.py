@@ -141,14 +141,10 @@ class SeqRecDataModule(L.LightningDataModule):
         eval_batch_size: int = 512,
         num_workers: int = 0,
         max_users: int | None = None,
-        semantic_ids: dict[str, Any] | None = None,
         train_mode: str = "prefix",
         train_batch_targets: int | None = None,
     ):
         super().__init__()
-        # {encoder, fields, rqvae: {...}, cache_dir}: tokenize items into semantic IDs (cached) and
-        # give them to the model as `item_codes` (generative recommenders: TIGER, MTGRec, ...)
-        self.semantic_ids_cfg = semantic_ids
         # "prefix": one (history, target) sample per training prefix (RecBole's augmentation; what
         # encoder-decoder models such as TIGER need). "all_positions": the same pairs packed into
         # windows scored at every position (causal models such as SASRec; far cheaper epochs).
@@ -158,7 +154,6 @@ class SeqRecDataModule(L.LightningDataModule):
         # all_positions only: windows per batch chosen so a batch holds ~this many targets on average
         # (keeps batch_size comparable with prefix training, e.g. RecBole's 2048)
         self.train_batch_targets = train_batch_targets
-        self.item_codes: dict[int, list[int]] | None = None
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -198,15 +193,7 @@ class SeqRecDataModule(L.LightningDataModule):
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the model needs to know about the data (passed at instantiation)."""
-        kwargs: dict[str, Any] = {"num_items": self.num_items, "max_len": self.max_len}
-        if self.semantic_ids_cfg is not None:
-            if self.item_codes is None:
-                from rucai.rec.semantic_ids import semantic_ids
-
-                assert self.data is not None
-                self.item_codes = semantic_ids(self.data, **self.semantic_ids_cfg)
-            kwargs["item_codes"] = self.item_codes
-        return kwargs
+        return {"num_items": self.num_items, "max_len": self.max_len}
 
     def train_batch_size(self) -> int:
         if self.train_mode != "all_positions" or not self.train_batch_targets:

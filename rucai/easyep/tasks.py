@@ -33,7 +33,7 @@ def _m(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _gpu_gate(cfg: DictConfig, m: dict[str, Any]) -> None:
-    from rucai import hardware
+    from rucai.runtime import hardware
 
     hardware.check(cfg.hardware)
     if m.get("needs_gpu"):

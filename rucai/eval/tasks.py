@@ -20,11 +20,6 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     out = {"num_samples": int(ev["num_samples"]), "max_problems": ev.get("max_problems"),
            "chunk_size": int(ev.get("chunk_size", 16)), "system_prompt": ev.get("system_prompt"),
            "protocol": ev.get("protocol", "strict"), "sampling": sampling}
-    if cfg.get("smoke"):  # debug=smoke: a few problems, few short samples
-        smoke = ev.get("smoke") or {}
-        out["num_samples"] = min(out["num_samples"], int(smoke.get("num_samples", 2)))
-        out["max_problems"] = int(smoke.get("max_problems", 3))
-        sampling["max_tokens"] = min(int(sampling.get("max_tokens") or 10**9), int(smoke.get("max_tokens", 32)))
     return out
 
 
@@ -32,11 +27,11 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
 def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    from rucai import hardware
     from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
     from rucai.eval.math import extract_answer, verify
     from rucai.llm import build as build_llm
     from rucai.llm.base import SamplingParams
+    from rucai.runtime import hardware
     from rucai.utils.io import atomic_write_json, atomic_write_text
 
     hardware.check(cfg.hardware)

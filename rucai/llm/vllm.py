@@ -42,7 +42,7 @@ def check_available(tensor_parallel_size: int = 1, allow_cpu: bool = False,
     if has_vllm is None:
         has_vllm = importlib.util.find_spec("vllm") is not None
     if n_gpus is None:
-        from rucai.hardware import visible_gpus
+        from rucai.runtime.hardware import visible_gpus
 
         n_gpus = visible_gpus()
     if not has_vllm:

@@ -89,6 +89,6 @@ class SeqRecModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        from rucai.hardware import adam
+        from rucai.runtime.hardware import adam
 
         return adam(self, self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -269,7 +269,7 @@ class TIGER(SeqRecModule):
                      prog_bar=name == "ndcg@10")
 
     def configure_optimizers(self):
-        from rucai.hardware import adam
+        from rucai.runtime.hardware import adam
 
         return adam(self, self.parameters(), lr=self.lr, weight_decay=self.weight_decay, decoupled=True)
 

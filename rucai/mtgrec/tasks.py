@@ -67,7 +67,7 @@ def _datamodule(cfg: DictConfig):
 def _trainer(cfg: DictConfig, out: Path, max_epochs: int, callbacks: list, validate: bool, **kw):
     import lightning as L
 
-    from rucai import hardware
+    from rucai.runtime import hardware
     from rucai.tasks import _route_library_logs
 
     _route_library_logs()
@@ -343,7 +343,7 @@ def finetune_task(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _multi_process(cfg: DictConfig) -> bool:
-    from rucai.hardware import requested_devices
+    from rucai.runtime.hardware import requested_devices
 
     n = requested_devices(cfg.hardware)
     return (n is None or n > 1 or int(cfg.hardware.num_nodes) > 1) and cfg.hardware.strategy not in ("auto", None)

@@ -35,7 +35,7 @@ def _method(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _check_backend(cfg: DictConfig) -> None:
-    from rucai import hardware
+    from rucai.runtime import hardware
 
     hardware.check(cfg.hardware)
     if (cfg.get("llm") or {}).get("backend") == "vllm":

@@ -3,8 +3,8 @@
 `semantic_ids(data, encoder=..., fields=..., rqvae={...}, cache_dir=...)` returns
 `{item_id: [c1, ..., cL, suffix]}`. The embeddings are cached by encoder and text
 (`rucai.rec.embeddings`), the trained RQ-VAE and its codes by (embeddings, RQ-VAE config), so a
-sweep over recommender settings tokenizes once. Used by `SeqRecDataModule(semantic_ids=...)`,
-which hands the codes to the model as `item_codes`.
+sweep over recommender settings tokenizes once. `RQVAETokenizer` is the item tokenizer component
+(`item_tokenizer=rqvae`, see `rucai.rec.tokenization`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rucai.data.sequential import SequenceData
-
 log = logging.getLogger(__name__)
 
 
 def semantic_ids(
-    data: SequenceData,
+    data: Any,
     encoder: str = "all-minilm-l6-v2",
     fields: list[str] | tuple[str, ...] = ("title", "brand", "description"),
     rqvae: dict[str, Any] | None = None,
@@ -47,3 +45,14 @@ def semantic_ids(
     else:
         log.info("semantic IDs from cache %s", ids_file)
     return {int(k): list(v) for k, v in json.loads(ids_file.read_text()).items()}
+
+
+class RQVAETokenizer:
+    """Item tokenizer: RQ-VAE semantic IDs of the items' text embeddings (cached)."""
+
+    def __init__(self, encoder: str = "all-minilm-l6-v2", fields: list[str] | tuple[str, ...] = ("title", "brand", "description"),
+                 rqvae: dict[str, Any] | None = None, cache_dir: str | None = None) -> None:
+        self.kw = dict(encoder=encoder, fields=tuple(fields), rqvae=dict(rqvae or {}), cache_dir=cache_dir)
+
+    def __call__(self, data: Any) -> dict[int, list[int]]:
+        return semantic_ids(data, **self.kw)

@@ -48,21 +48,29 @@ def check(hw: Any, n_gpus: int | None = None) -> None:
         )
 
 
-def build_strategy(hw: Any) -> Any:
-    """Return a Lightning strategy: a registry name or an instantiated object.
+def build_strategy(hw: Any, flavour: str = "pytorch", max_grad_norm: float | None = None) -> Any:
+    """The profile's strategy for the Trainer (`flavour="pytorch"`) or for Fabric (`"fabric"`):
+    a registry name, or the same class from `lightning.<flavour>.strategies` with every setting
+    kept. Mappings are instantiated with `_convert_="all"`, so nested DeepSpeed settings arrive as
+    plain dicts (DeepSpeedStrategy rejects DictConfig)."""
+    s = hw.strategy
+    if not (isinstance(s, DictConfig) or isinstance(s, dict)):
+        return s  # "auto", "ddp", ...
+    from hydra.utils import instantiate
 
-    Strategy mappings are instantiated with `_convert_="all"`, so nested DeepSpeed settings
-    arrive as plain dicts/lists (DeepSpeedStrategy rejects DictConfig).
-    """
-    strategy = hw.strategy
-    if isinstance(strategy, DictConfig) or isinstance(strategy, dict):
-        from hydra.utils import instantiate
+    s = OmegaConf.to_container(s, resolve=True) if isinstance(s, DictConfig) else dict(s)
+    target = str(s.get("_target_", ""))
+    if flavour == "fabric" and target.startswith("lightning.pytorch.strategies."):
+        s["_target_"] = target.replace("lightning.pytorch.", "lightning.fabric.", 1)
+    built = instantiate(s, _convert_="all")
+    if max_grad_norm and type(built).__name__ == "DeepSpeedStrategy":
+        built.config["gradient_clipping"] = float(max_grad_norm)  # DeepSpeed clips in its optimizer step
+    return built
 
-        return instantiate(strategy, _convert_="all")
-    return strategy
 
-
-def trainer_kwargs(hw: Any) -> dict[str, Any]:
+def trainer_kwargs(hw: Any, fabric: bool = False, max_grad_norm: float | None = None) -> dict[str, Any]:
+    """accelerator/devices/num_nodes/precision/strategy (+ the SLURM environment) for a Lightning
+    Trainer, or for a Fabric (`fabric=True`)."""
     devices = hw.devices
     if OmegaConf.is_list(devices):
         devices = list(devices)
@@ -71,9 +79,12 @@ def trainer_kwargs(hw: Any) -> dict[str, Any]:
         devices=devices,
         num_nodes=int(hw.num_nodes),
         precision=hw.precision,
-        strategy=build_strategy(hw),
+        strategy=build_strategy(hw, "fabric" if fabric else "pytorch", max_grad_norm),
     )
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    if fabric:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+    else:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect():
         # submitit owns requeueing (rucai.launchers); Lightning only reads ranks from SLURM

@@ -1,0 +1,96 @@
+"""One stage mechanism for multi-stage pipelines.
+
+A pipeline is a sequence of named stages. Each stage owns a folder (`<run dir>/<name>`, or a folder
+the method config points at to share a stage between runs) and ends by writing `<folder>/done.json`
+atomically: the stage's result plus when it finished. A stage whose done record exists is reused,
+not recomputed. A stage interrupted before its record was written runs again; under
+`ckpt_path=last` it resumes from `<folder>/checkpoints/last.ckpt` (a Lightning stage; see
+`rucai.runtime.trainer`) or from its own saved step (a hand-written loop; `Stage.resume_checkpoint`).
+
+    from rucai.runtime.stages import Stage
+
+    def pretrain(stage: Stage) -> dict: ...        # writes into stage.dir, returns its result
+    summary = Stage(cfg, "pretrain").run(pretrain)
+
+Only rank zero writes the done record; every rank runs the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":
+            return int(os.environ[var]) == 0
+    try:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        return getattr(rank_zero_only, "rank", 0) == 0
+    except ImportError:
+        return True
+
+
+class Stage:
+    """A named stage of a run: its folder, done record and resume checkpoint."""
+
+    def __init__(self, cfg: DictConfig, name: str, dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.dir = Path(dir) if dir else Path(cfg.paths.output_dir) / name
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def done_path(self) -> Path:
+        return self.dir / DONE
+
+    def done(self) -> dict[str, Any] | None:
+        """The stage's result when it completed earlier, else None."""
+        if self.done_path.is_file():
+            return json.loads(self.done_path.read_text())["result"]
+        return None
+
+    def resume_checkpoint(self) -> str | None:
+        """`ckpt_path=last` -> this stage's `checkpoints/last.ckpt` when it exists, else None."""
+        from rucai.runtime import resume_checkpoint
+
+        if self.cfg.get("ckpt_path") not in (None, "", "null", "last"):
+            return None  # an explicit checkpoint file belongs to a single-stage task, not to a pipeline
+        return resume_checkpoint(self.cfg, self.ckpt_dir)
+
+    def finish(self, result: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+        from rucai.utils.io import atomic_write_json
+
+        if _is_rank_zero():
+            atomic_write_json(self.done_path, {"stage": self.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                               "seconds": seconds, "result": result})
+        return result
+
+    def run(self, fn: Callable[[Stage], dict[str, Any]]) -> dict[str, Any]:
+        """Reuse the stage's result when done; else run `fn(self)` and record its result."""
+        prior = self.done()
+        if prior is not None:
+            log.info("stage %s: reusing %s", self.name, self.dir)
+            return prior
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log.info("stage %s: running in %s", self.name, self.dir)
+        t0 = time.perf_counter()
+        result = fn(self)
+        return self.finish(result, round(time.perf_counter() - t0, 2))
