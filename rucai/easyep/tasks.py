@@ -87,7 +87,7 @@ def _domains(cfg: DictConfig, m: dict[str, Any]) -> dict[str, Any]:
     if m.get("domains"):
         return {name: instantiate(d, _convert_="all") for name, d in m["domains"].items()}
     if not cfg.get("data"):
-        raise UserError("set data=easyep_<name> (demonstrations) or method.domains")
+        raise UserError("set data=pruning/easyep_<name> (demonstrations) or method.domains")
     src = instantiate(cfg.data, _convert_="all")
     return {getattr(src, "name", "demos"): src}
 

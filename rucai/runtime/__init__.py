@@ -141,8 +141,6 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
     `<root_dir>/eval/{val,test}.csv`; RNG states saved in checkpoints; a checkpoint on SLURM's
     pre-timeout signal. `callbacks` are the stage's own extra callbacks.
     """
-    from hydra.utils import instantiate
-
     from rucai.callbacks import EvalCSV, RNGState, SignalCheckpoint, StartEpoch
     from rucai.runtime import hardware
 
