@@ -55,3 +55,22 @@ def run_cli(*args: str, run_dir: Path | None = None, timeout: int = 600, env: di
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def compose_config(*overrides: str, hydra_config: bool = False):
+    """Compose `conf/config.yaml` with `overrides` as `run.py` would (schema and methods registered,
+    `${hydra:...}` interpolations such as the derived `experiment_name` resolvable)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from rucai import cli, schema
+
+    schema.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR), job_name="test"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if not hydra_config:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg

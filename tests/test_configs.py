@@ -10,15 +10,14 @@ from omegaconf import OmegaConf
 
 from rucai import cli, schema
 from rucai.registry import discover
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 
 schema.register()
 EXPERIMENTS = cli.experiments()
 
 
 def _compose(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        return compose("config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS)

@@ -6,17 +6,11 @@ import json
 import pytest
 
 from rucai import cli
-from tests.conftest import DATA_DIR, needs_data, run_cli
+from tests.conftest import DATA_DIR, compose_config, needs_data, run_cli
 
 
 def _compose(exp: str):
-    from hydra import compose, initialize_config_dir
-
-    from rucai import schema
-
-    schema.register()
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        return compose("config", overrides=[f"experiment={exp}", f"paths.data_dir={DATA_DIR}"])
+    return compose_config(f"experiment={exp}", f"paths.data_dir={DATA_DIR}")
 
 
 def _needs_gpu(exp: str) -> bool:
