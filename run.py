@@ -1,7 +1,7 @@
 """rucai: run any experiment from one command.
 
     python run.py                                   # the quickstart experiment
-    python run.py experiment=baselines/sasrec_office hardware=gpu
+    python run.py experiment=sasrec/office hardware=gpu
     python run.py -m experiment=quickstart model.hidden_size=32,64
     python run.py --help                            # groups, experiments, overrides
 """

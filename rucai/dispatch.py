@@ -47,12 +47,6 @@ def _git_commit() -> str | None:
     return p.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def _is_rank_zero() -> bool:
-    from rucai.runtime.stages import _is_rank_zero as rz
-
-    return rz()
-
-
 def run_record(cfg: DictConfig) -> dict[str, Any]:
     """What every run's metrics.json starts with: experiment, task, where, when, which code."""
     import socket
@@ -68,11 +62,12 @@ def run_record(cfg: DictConfig) -> dict[str, Any]:
 def _write_record(out: Path, record: dict[str, Any], t0: float) -> None:
     import time
 
+    from rucai.runtime.stages import is_rank_zero
     from rucai.utils.io import atomic_write_json
 
     record["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    if _is_rank_zero():
+    if is_rank_zero():
         atomic_write_json(out / "metrics.json", record)
 
 
@@ -83,7 +78,8 @@ def run_task(cfg: DictConfig) -> float | None:
     import time
 
     from rucai.registry import get_task
-    from rucai.runtime import close_loggers
+    from rucai.runtime import close_loggers, log_metrics, loggers
+    from rucai.runtime.stages import is_rank_zero
     from rucai.utils.io import atomic_write_text
 
     t0 = time.perf_counter()
@@ -95,12 +91,14 @@ def run_task(cfg: DictConfig) -> float | None:
             resolved = OmegaConf.to_yaml(cfg, resolve=True)
         except Exception as e:  # an interpolation that cannot resolve is a config error
             raise UserError(f"config does not resolve: {e}".replace("\n", " ")) from e
-        if _is_rank_zero():
+        if is_rank_zero():
             atomic_write_text(out / "config_resolved.yaml", resolved)
         record = run_record(cfg)
+        loggers(cfg)  # every run opens its loggers (config logged once); stages share them
         metrics = dict(fn(cfg) or {})
         status = metrics.pop("status", "completed")
         record |= {k: v for k, v in metrics.items() if k not in record} | {"status": status}
+        log_metrics(cfg, {f"final/{k}" if "/" not in k else k: v for k, v in metrics.items()})
         close_loggers("success")
         _write_record(out, record, t0)
     except BaseException as e:

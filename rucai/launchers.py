@@ -10,8 +10,9 @@ ends in one line naming sbatch's reason.
 
 Requeue ownership: submitit. On a time limit or pre-emption SLURM signals the job (USR2,
 `signal_delay_s` before the limit); submitit calls the launcher's `checkpoint()`, which resubmits
-the same job with the same arguments, so it reruns in the same output directory; the slurm
-hardware profiles set `ckpt_path=last`, so training resumes from `checkpoints/last.ckpt`.
+the same job with the same arguments, so it reruns in the same output directory; `cluster=slurm`
+sets `ckpt_path=last`, so each stage resumes from its own last checkpoint (saved on that signal,
+mid-epoch too).
 Lightning's own SLURM auto-requeue is switched off (`rucai.runtime.hardware.trainer_kwargs`).
 """
 
@@ -118,6 +119,10 @@ class _CollectingLauncher(BaseSubmititLauncher):
 
     @staticmethod
     def _record_failure(job_dir: Path, reason: str, state: str, job_id: str) -> None:
+        """Add the cluster's view to the job's `metrics.json`. The dispatcher writes that record for
+        every run that ends in Python (status failed/interrupted, its own error line, metrics so far):
+        its status and error are kept; a job killed before it could write (SIGKILL, OOM, node lost)
+        gets a record here, status failed, with the launcher's reason."""
         mfile = job_dir / "metrics.json"
         metrics: dict[str, Any] = {}
         if mfile.is_file():
@@ -127,7 +132,8 @@ class _CollectingLauncher(BaseSubmititLauncher):
                 metrics = {}
         if metrics.get("status") == "completed":
             return
-        metrics |= {"status": "failed", "error": metrics.get("error") or reason, "slurm_state": state,
+        status = metrics.get("status") if metrics.get("status") in ("failed", "interrupted") else "failed"
+        metrics |= {"status": status, "error": metrics.get("error") or reason, "slurm_state": state,
                     "job_id": job_id, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(mfile, metrics)
 

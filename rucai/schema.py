@@ -91,7 +91,8 @@ class RunConfig:
     task: str = "train"
     experiment_name: str = "default"
     seed: int = 42
-    # debug=smoke sets this: tasks without a Lightning trainer shrink themselves (see each task)
+    # debug=smoke sets this (a marker in the record); the smoke sizes themselves are configuration:
+    # conf/debug/smoke.yaml and each paper's experiments/<paper>/debug/smoke.yaml
     smoke: bool = False
     tags: list[str] = field(default_factory=list)
     train: bool = True
@@ -148,16 +149,33 @@ def _slurm_tasks(processes: str, devices: Any) -> int:
     if processes == "one":
         return 1
     if processes != "per_device":
-        raise ValueError(f"hardware.processes={processes!r}; valid: per_device, one")
-    if isinstance(devices, str) and not devices.isdigit():
-        raise ValueError(f"cluster=slurm needs hardware.devices=<GPUs per node> (an integer), not {devices!r}")
-    return int(devices) if not isinstance(devices, list | tuple) else len(devices)
+        _slurm_error(f"hardware.processes={processes!r}; valid: per_device, one")
+    return _slurm_devices(devices)
 
 
-def _slurm_gpus(accelerator: str, devices: Any) -> int:
+def _slurm_gpus(accelerator: str, devices: Any) -> int | None:
+    """GPUs per node to request; None (no --gpus-per-node line) for CPU profiles."""
     if accelerator == "cpu":
-        return 0
-    return _slurm_tasks("per_device", devices)
+        return None
+    return _slurm_devices(devices)
+
+
+def _slurm_devices(devices: Any) -> int:
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, str) and hasattr(devices, "__len__"):  # a list of device ids
+        devices = len(devices)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        _slurm_error(f"cluster=slurm needs hardware.devices=<GPUs per node> (an integer >= 1), not {devices!r}; "
+                     f"e.g. hardware.devices=8")
+    return devices
+
+
+def _slurm_error(msg: str) -> None:
+    # Raised while Hydra instantiates the SLURM launcher, before any job is submitted, where an
+    # exception would end in Hydra's traceback: exit with the one line instead (SystemExit passes
+    # through OmegaConf and Hydra untouched; Python prints the message to stderr, exit status 1).
+    raise SystemExit(f"error: {msg}")
 
 
 _REGISTERED = False

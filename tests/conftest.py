@@ -23,9 +23,70 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def needs_data(*parts: str):
+# How to get each real data folder (the first part of a `needs_data` path): a download command where
+# rucai.data.download has one, else where the files come from (../shared/README.md, each SOURCE.txt).
+DATA_SOURCES = {
+    "amazon18_office": "python -m rucai.data.download amazon18 --category Office_Products --out {d}/amazon18_office",
+    "ml-100k": "python -m rucai.data.download recbole --name ml-100k --out {d}",
+    "amazon23": "python -m rucai.data.download amazon23 --category <Category> --out {d}/amazon23",
+    "olymmath": "no downloader: OlymMATH-{{EN,ZH}}-{{EASY,HARD}}.jsonl from github.com/RUCAIBox/OlymMATH data/ "
+                "into {d}/olymmath",
+    "math": "no downloader: math500.jsonl, math_test.jsonl, aime25.jsonl = data/{{math500,math,aime25}}/test.jsonl "
+            "of github.com/ZubinGou/math-evaluation-harness; aime24.jsonl, amc23.jsonl, gsm8k_test.jsonl = "
+            "evaluation/data/{{aime24,amc23,gsm8k}}/test.jsonl of github.com/QwenLM/Qwen2.5-Math; "
+            "hmmt_feb_2025.jsonl from github.com/RUCAIBox/EASYEP; into {d}/math",
+    "multihop_qa": "no downloader: {{hotpotqa_500,2wiki_500,musique_500,bamboogle}}.jsonl = data/eval_set/ and "
+                   "r1searcher_stage{{1,2}}_train.jsonl = data/training_set/stage_{{1,2}}.jsonl of "
+                   "github.com/RUCAIBox/R1-Searcher; hotpotqa_dev500_with_contexts.jsonl = IRCoT-processed "
+                   "HotpotQA dev (dev_subsampled.jsonl); into {d}/multihop_qa",
+    "r1_aime23_traces": "no downloader: github.com/RUCAIBox/EASYEP dataset/aime23_full as JSONL into "
+                        "{d}/r1_aime23_traces",
+    "redial": "no downloader: github.com/AaronHeee/LLMs-as-Zero-Shot-Conversational-RecSys data/redial into {d}/redial",
+}
+
+
+def data_hint(*parts: str) -> str:
+    """One line: where the real `DATA_DIR/<parts>` is missing and how to get it."""
     path = DATA_DIR.joinpath(*parts)
-    return pytest.mark.skipif(not path.exists(), reason=f"real data not found at {path}")
+    how = DATA_SOURCES.get(parts[0] if parts else "", "see ../shared/README.md").format(d=DATA_DIR)
+    return f"real data not found at {path}: {how} (or set RUCAI_DATA_DIR to a folder holding it)"
+
+
+def needs_data(*parts: str):
+    """Skip unless the REAL data `DATA_DIR/<parts>` is here; the reason names how to get it."""
+    path = DATA_DIR.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=data_hint(*parts))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A tiny synthetic copy of every data folder the experiments read (tests/tiny_data.py)."""
+    from tests.tiny_data import write_tiny_data
+
+    return write_tiny_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+def has_real_data() -> bool:
+    """True when DATA_DIR holds every folder the experiments read (../shared/data on the lab machines)."""
+    from tests.tiny_data import FOLDERS
+
+    return all((DATA_DIR / f).is_dir() for f in FOLDERS)
+
+
+@pytest.fixture(scope="session")
+def smoke_data_dir(tmp_path_factory) -> Path:
+    """The `paths.data_dir` for smoke runs: DATA_DIR when it holds the real data, else the tiny set, with
+    any other folder of DATA_DIR (e.g. a downloaded amazon23/) linked in beside it."""
+    if has_real_data():
+        return DATA_DIR
+    from tests.tiny_data import write_tiny_data
+
+    root = write_tiny_data(tmp_path_factory.mktemp("smoke_data"))
+    if DATA_DIR.is_dir():
+        for entry in DATA_DIR.iterdir():
+            if not (root / entry.name).exists():
+                (root / entry.name).symlink_to(entry.resolve())
+    return root
 
 
 class CLIResult:

@@ -20,6 +20,7 @@ from rucai.easyep.selection import (
     topk_keep,
 )
 from rucai.easyep.toy import ByteTokenizer, tiny_model
+from rucai.runtime import load_causal_lm
 from tests.conftest import needs_data
 
 needs_data_all = needs_data("math", "math_test.jsonl")
@@ -178,8 +179,6 @@ def _ids():
 
 @pytest.mark.parametrize("family", ["deepseek_v3", "qwen3_moe"])
 def test_prune_all_experts_gives_identical_logits(family, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     model = _tiny(family)
     model.save_pretrained(tmp_path / "src", max_shard_size="40KB")
     assert len(list((tmp_path / "src").glob("*.safetensors"))) > 4
@@ -187,15 +186,13 @@ def test_prune_all_experts_gives_identical_logits(family, tmp_path):
     layers = sorted(for_model(model).moe_blocks(model))
     s = prune_checkpoint(tmp_path / "src", tmp_path / "dst", {li: list(range(8)) for li in layers})
     assert s["num_experts_after"] == 8 and "tokenizer.json" in s["copied"]
-    re = AutoModelForCausalLM.from_pretrained(tmp_path / "dst").eval()
+    re = load_causal_lm(tmp_path / "dst", None, dtype="float32").eval()
     with torch.no_grad():
         assert torch.equal(re(_ids()).logits, model(_ids()).logits)
 
 
 @pytest.mark.parametrize("family", ["deepseek_v3", "qwen3_moe"])
 def test_half_pruned_checkpoint_loads_generates_and_matches_mask_mode(family, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     model = _tiny(family)
     model.save_pretrained(tmp_path / "src", max_shard_size="40KB")
     adapter = for_model(model)
@@ -211,7 +208,7 @@ def test_half_pruned_checkpoint_loads_generates_and_matches_mask_mode(family, tm
     assert not any(".experts.4." in k or ".experts.7." in k for k in index)
     assert all((tmp_path / "dst" / f).is_file() for f in set(index.values()))
     assert s["shards_out"] == len(set(index.values()))
-    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "dst").eval()
+    pruned = load_causal_lm(tmp_path / "dst", None, dtype="float32").eval()
     for block in adapter.moe_blocks(pruned).values():
         assert block.experts.gate_up_proj.shape[0] == 4 and block.gate.weight.shape[0] == 4
     ids = _ids()
@@ -242,8 +239,6 @@ def test_deepseek_uneven_groups_fall_back_to_one_group(tmp_path):
 def test_prune_fused_layout_and_router_slices(tmp_path):
     """A checkpoint holding fused [E, ...] expert tensors is sliced on dim 0 (router + bias too)."""
     from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForCausalLM
-
     model = _tiny("deepseek_v3")
     src = tmp_path / "src"
     model.config.save_pretrained(src)
@@ -265,7 +260,7 @@ def test_prune_fused_layout_and_router_slices(tmp_path):
         assert torch.equal(out[p + "gate.weight"], sd[p + "gate.weight"][ids])
         assert torch.equal(out[p + "gate.e_score_correction_bias"], sd[p + "gate.e_score_correction_bias"][ids])
         assert torch.equal(out[p + "shared_experts.down_proj.weight"], sd[p + "shared_experts.down_proj.weight"])
-    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "dst").eval()
+    pruned = load_causal_lm(tmp_path / "dst", None, dtype="float32").eval()
     with torch.no_grad():
         h = apply_expert_mask(model, keep)
         torch.testing.assert_close(pruned(_ids()).logits, model(_ids()).logits, rtol=1e-4, atol=1e-5)
@@ -334,3 +329,138 @@ def test_specialisation_easyep_beats_random_and_baselines_medium(tmp_path):
                     steps=150, n_eval=48, random_seeds=3)
     r = s["results"]
     assert r["easyep"]["math"]["loss"] < r["random_mean"]["math"]["loss"], r
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration (method=easyep), loading through rucai.runtime, tasks
+
+
+EASYEP_EXPERIMENTS = ["deepseek_r1_half_math", "deepseek_r1_prune", "deepseek_r1_score", "mixed_domains",
+                      "rss_bench", "specialise", "tiny_dsv3"]
+
+
+def test_every_easyep_experiment_selects_the_typed_method():
+    from rucai import cli
+    from tests.conftest import compose_config
+
+    assert sorted(e.split("/", 1)[1] for e in cli.experiments() if e.startswith("easyep/")) == EASYEP_EXPERIMENTS
+    for exp in EASYEP_EXPERIMENTS:
+        cfg = compose_config(f"experiment=easyep/{exp}", hydra_config=True)
+        assert cfg.hydra.runtime.choices.method == "easyep", exp
+        assert cfg.method.n_demos == 25 and cfg.method.keep_fraction == 0.5  # the authors' settings
+
+
+@pytest.mark.parametrize("bad", ["method.n_demo=3", "method.model.random_init.famly=x", "method.run.step=3",
+                                 "method.n_demos=many"])
+def test_misspelled_or_mistyped_method_key_fails_at_compose(bad):
+    from hydra.errors import ConfigCompositionException
+
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigCompositionException):
+        compose_config("experiment=easyep/tiny_dsv3", bad)
+
+
+def test_misspelled_method_key_is_one_error_line(tmp_path):
+    from tests.conftest import run_cli
+
+    r = run_cli("experiment=easyep/tiny_dsv3", "method.n_demo=3", run_dir=tmp_path / "run", timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "n_demo" in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()  # nothing ran
+
+
+def test_smoke_overlay_is_configuration_harmless_to_other_tasks():
+    from tests.conftest import compose_config
+
+    smoke = {e: compose_config(f"experiment=easyep/{e}", "debug=smoke").method for e in EASYEP_EXPERIMENTS}
+    full = {e: compose_config(f"experiment=easyep/{e}").method for e in EASYEP_EXPERIMENTS}
+    assert smoke["tiny_dsv3"].n_demos == 4 and smoke["tiny_dsv3"].max_length == 256
+    assert smoke["deepseek_r1_prune"].src is None and smoke["deepseek_r1_prune"].random_src.family == "deepseek_v3"
+    assert full["deepseek_r1_prune"].src and full["deepseek_r1_prune"].random_src.family is None
+    assert smoke["specialise"].run.steps < full["specialise"].run.steps
+    assert len(smoke["rss_bench"].sizes) == 1 and len(full["rss_bench"].sizes) == 2
+    # what a task reads that the overlay does not shrink stays the experiment's
+    assert smoke["deepseek_r1_score"].keep == 128 and smoke["deepseek_r1_score"].model.path == full["deepseek_r1_score"].model.path
+    assert smoke["mixed_domains"].domains.keys() == full["mixed_domains"].domains.keys()
+
+
+def test_tasks_have_no_smoke_branches_and_write_no_metrics_json():
+    import inspect
+
+    import rucai.easyep.tasks as t
+    import rucai.eval.tasks as ev
+
+    for mod in (t, ev):
+        src = inspect.getsource(mod)
+        assert "cfg.smoke" not in src and "metrics.json\")" not in src and '"metrics.json"' not in src
+        assert "from_pretrained(" not in src and ".get(\"n_demos\"" not in src
+
+
+def _capture_from_pretrained(monkeypatch):
+    """Record the keyword arguments of every AutoModelForCausalLM.from_pretrained call (still loading)."""
+    from transformers import AutoModelForCausalLM
+
+    calls: list[dict] = []
+    orig = AutoModelForCausalLM.from_pretrained
+
+    def spy(path, *a, **kw):
+        calls.append(kw)
+        return orig(path, *a, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    return calls
+
+
+def _hf_folder(tmp_path):
+    from rucai.llm.models import char_tokenizer
+
+    model = _tiny("qwen3_moe")
+    model.save_pretrained(tmp_path / "src")
+    char_tokenizer().save_pretrained(tmp_path / "src")
+    return tmp_path / "src"
+
+
+def test_load_model_honours_hardware_device_map(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from rucai.easyep.config import ModelConfig
+    from rucai.easyep.tasks import load_model
+
+    src = _hf_folder(tmp_path)
+    calls = _capture_from_pretrained(monkeypatch)
+    mcfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"path": str(src), "dtype": "float32"})
+    hw = {"name": "cpu_sharded", "accelerator": "cpu", "precision": "32-true", "device_map": "cpu",
+          "max_memory": {"cpu": "4GiB"}, "offload_folder": str(tmp_path / "offload")}
+    model, tok = load_model(mcfg, hw)
+    kw = calls[-1]
+    assert kw["device_map"] == "cpu" and kw["max_memory"] == {"cpu": "4GiB"}
+    assert kw["offload_folder"] == str(tmp_path / "offload") and kw["trust_remote_code"] is False
+    assert kw["dtype"] == torch.float32 and model.device.type == "cpu"
+    assert tok.padding_side == "right" and tok.pad_token is not None
+    load_model(mcfg, {"accelerator": "cpu"})  # no device_map: one device, nothing sharded
+    assert "device_map" not in calls[-1] and "max_memory" not in calls[-1]
+
+
+def test_score_placement_method_sharding_overrides_hardware():
+    from rucai.easyep.tasks import placement
+    from tests.conftest import compose_config
+
+    cfg = compose_config("experiment=easyep/deepseek_r1_score")
+    assert placement(cfg)["device_map"] == "auto" and placement(cfg)["max_memory"]["cpu"] == "64GiB"
+    cfg = compose_config("experiment=easyep/deepseek_r1_score", "method.sharding.device_map=sequential",
+                         "method.sharding.max_memory={0: 10GiB}")
+    p = placement(cfg)
+    assert p["device_map"] == "sequential" and p["max_memory"] == {0: "10GiB"} and p["offload_folder"] is None
+
+
+def test_prune_task_smoke_prunes_a_random_source(tmp_path):
+    from rucai.easyep.tasks import prune
+    from tests.conftest import compose_config
+
+    cfg = compose_config("experiment=easyep/deepseek_r1_prune", "debug=smoke", f"paths.output_dir={tmp_path}")
+    m = prune(cfg)
+    assert m["num_experts_before"] == 8 and m["num_experts_after"] == 4 and m["dst"] == str(tmp_path / "pruned")
+    assert not (tmp_path / "metrics.json").exists()  # the dispatcher writes it, not the task
+    pruned = load_causal_lm(tmp_path / "pruned", None, dtype="float32")
+    assert all(b.experts.gate_up_proj.shape[0] == 4 for b in for_model(pruned).moe_blocks(pruned).values())

@@ -12,11 +12,14 @@ from tests.conftest import run_cli
     (["seed=abc"], "could not be converted to Integer"),
     (["task=trian"], "unknown task='trian'; closest valid names: train"),
     (["hardware=deepspeed_stage_3"], "hardware=deepspeed_stage_3 needs CUDA GPUs; none visible"),
-    (["experiment=baselines/sasrec_office", "data.dir=/definitely/missing"], "data.dir=/definitely/missing does not exist"),
+    (["experiment=sasrec/office", "data.dir=/definitely/missing"], "data.dir=/definitely/missing does not exist"),
     (["-m", "model.hidden_size=32,64", "model.hiden_size=3"], "Could not override 'model.hiden_size'"),
     (["experiment=olymmath/qwq_32b", "hardware=cpu"], "llm=vllm needs a CUDA GPU"),
     (["experiment=olymmath/smollm2", "paths.data_dir=/nowhere"], "benchmark data /nowhere/olymmath/OlymMATH-EN-EASY.jsonl not found"),
-    (["hardware=slurm"], "add -m"),
+    (["cluster=slurm"], "add -m"),
+    (["-m", "cluster=slurm", "hardware=deepspeed_stage_2"],  # devices=auto: SLURM needs a number
+     "cluster=slurm needs hardware.devices=<GPUs per node> (an integer >= 1), not 'auto'"),
+    (["-m", "cluster=slurm", "hardware=vllm", "hardware.devices=0"], "hardware.devices=<GPUs per node>"),
 ])
 def test_one_line_errors(args, expect, tmp_path):
     r = run_cli(*args, "debug=smoke", run_dir=tmp_path / "run", timeout=180)

@@ -1,24 +1,31 @@
 """Hardware profiles: each composes, builds its strategy object, and fails clearly without GPUs."""
 
 import pytest
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from rucai import cli, schema
-from rucai.runtime import hardware
+from rucai import cli
 from rucai.errors import UserError
+from rucai.runtime import hardware
+from tests.conftest import compose_config
 
-schema.register()
 PROFILES = cli.options(cli.CONF_DIR / "hardware")
 
 
 def _hw(name):
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        return compose("config", overrides=[f"hardware={name}"]).hardware
+    return compose_config(f"hardware={name}").hardware
+
+
+def _launcher(*overrides):
+    """The resolved `hydra.launcher` node, as Hydra instantiates it for a sweep."""
+    cfg = compose_config(*overrides, hydra_config=True)
+    return cfg, OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
 
 
 def test_all_profiles_listed():
     assert {"cpu", "gpu", "ddp", "deepspeed_stage_2", "deepspeed_stage_3", "deepspeed_stage_3_offload",
-            "fsdp"} <= set(PROFILES)
+            "fsdp", "vllm", "8xh200_sharded", "ddp_cpu"} <= set(PROFILES)
+    assert not [p for p in PROFILES if p.startswith("slurm")], "where it runs is cluster=..., not hardware=..."
+    assert set(cli.options(cli.CONF_DIR / "cluster")) == {"local", "slurm"}
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -60,23 +67,50 @@ def test_fsdp_and_ddp_strategy_objects():
 GPU_PROFILES = [p for p in PROFILES if _hw(p).accelerator != "cpu"]
 
 
-def test_slurm_profiles_wire_launcher_to_hardware():
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        cfg = compose("config", overrides=["hardware=slurm_multinode", "hardware.devices=4", "slurm.mem_gb=64"],
-                      return_hydra_config=True)
-    launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.rucai_launchers.SlurmLauncher"
-    assert launcher.nodes == cfg.hardware.num_nodes == 2
-    assert launcher.tasks_per_node == launcher.gpus_per_node == cfg.hardware.devices == 4
-    assert launcher.mem_gb == 64 and cfg.ckpt_path == "last"
-    assert "slurm_gpu" in GPU_PROFILES and "slurm_8gpu" in GPU_PROFILES and "slurm" not in GPU_PROFILES
+def test_cluster_slurm_wires_launcher_to_hardware():
+    cfg, launcher = _launcher("cluster=slurm", "hardware=deepspeed_stage_3", "hardware.devices=8",
+                              "hardware.num_nodes=2", "slurm.mem_gb=64")
+    assert launcher["_target_"] == "hydra_plugins.rucai_launchers.SlurmLauncher"
+    assert launcher["nodes"] == cfg.hardware.num_nodes == 2
+    assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == 8
+    assert launcher["mem_gb"] == 64 and cfg.ckpt_path == "last"
 
 
-def test_slurm_vllm_is_one_task_with_all_gpus():
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        cfg = compose("config", overrides=["hardware=slurm_vllm", "hardware.devices=4"], return_hydra_config=True)
-    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.gpus_per_node == 4
-    assert cfg.hardware.tensor_parallel_size == 4
+@pytest.mark.parametrize("overrides,tasks,gpus", [
+    (["hardware=vllm", "hardware.devices=4"], 1, 4),            # one engine holding the GPUs
+    (["hardware=8xh200_sharded"], 1, 8),                        # one process, device_map over 8
+    (["hardware=ddp", "hardware.devices=4"], 4, 4),             # one process per GPU
+    (["hardware=fsdp", "hardware.devices=[0,1]"], 2, 2),        # a list of device ids
+    (["hardware=gpu"], 1, 1),
+    ([], 1, None),                                              # hardware=cpu: no --gpus-per-node line
+    (["hardware=ddp_cpu"], 2, None),
+])
+def test_cluster_slurm_tasks_and_gpus(overrides, tasks, gpus):
+    cfg, launcher = _launcher("cluster=slurm", *overrides)
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (1, tasks, gpus)
+    if cfg.hardware.name == "vllm":
+        assert cfg.hardware.tensor_parallel_size == 4
+
+
+def test_cpu_job_sbatch_has_no_gpu_line(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    _, launcher = _launcher("cluster=slurm")
+    script = _make_sbatch_string("true", tmp_path, nodes=launcher["nodes"], ntasks_per_node=launcher["tasks_per_node"],
+                                 gpus_per_node=launcher["gpus_per_node"])
+    assert "--ntasks-per-node=1" in script and "gpus" not in script
+
+
+@pytest.mark.parametrize("devices", ["auto", "0", "-1"])
+def test_cluster_slurm_needs_integer_devices(devices):
+    with pytest.raises(SystemExit) as e:  # one line, before anything is submitted
+        _launcher("cluster=slurm", "hardware=deepspeed_stage_2", f"hardware.devices={devices}")
+    assert str(e.value).startswith("error: cluster=slurm needs hardware.devices=<GPUs per node> (an integer")
+
+
+def test_cluster_local_keeps_hydra_launcher():
+    cfg, launcher = _launcher("hardware=ddp", "hardware.devices=auto")
+    assert "rucai_launchers" not in launcher["_target_"] and cfg.ckpt_path is None
 
 
 @pytest.mark.parametrize("name", GPU_PROFILES)

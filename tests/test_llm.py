@@ -125,6 +125,38 @@ def test_build_with_target_and_bad_model(tmp_path):
     assert "no/such/folder-xyz" in one_line(e)
 
 
+def test_hf_loads_through_the_runtime_loader_with_hardware_device_map(tmp_path, monkeypatch):
+    """llm=hf honours hardware.device_map (+ max_memory, offload_folder) and the profile's precision,
+    like every Hugging Face load (rucai.runtime.load_causal_lm)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rucai.llm.models import save_tiny_causal_lm
+
+    save_tiny_causal_lm(tmp_path / "tiny")
+    calls: list[dict] = []
+    orig = AutoModelForCausalLM.from_pretrained
+
+    def spy(path, *a, **kw):
+        calls.append(kw)
+        return orig(path, *a, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    hw = {"name": "cpu_map", "accelerator": "cpu", "precision": "32-true", "device_map": "cpu",
+          "max_memory": {"cpu": "2GiB"}, "offload_folder": str(tmp_path / "offload")}
+    cfg = {"backend": "hf", "model": str(tmp_path / "tiny"), "batch_size": 2,
+           "sampling": {"temperature": 0, "max_tokens": 4}}
+    with rllm.build(cfg, hardware=hw) as m:
+        out = m.generate(["abc"])
+    kw = calls[-1]
+    assert kw["device_map"] == "cpu" and kw["max_memory"] == {"cpu": "2GiB"}
+    assert kw["offload_folder"] == str(tmp_path / "offload") and kw["trust_remote_code"] is False
+    assert kw["dtype"] == torch.float32 and m.device == "cpu" and out[0].completions[0].num_tokens == 4
+    with rllm.build(cfg | {"device": "cpu"}, hardware={"accelerator": "cpu"}):  # no device_map: one device
+        pass
+    assert "device_map" not in calls[-1] and "max_memory" not in calls[-1]
+
+
 # ---- hf backend on a tiny random model ---------------------------------------------------------------
 
 def test_batched_left_padding_matches_one_at_a_time(tiny):

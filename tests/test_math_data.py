@@ -16,17 +16,28 @@ EXPECTED = {"olymmath": 400, "olymmath_en_easy": 100, "olymmath_zh_hard": 100, "
             "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319, "hmmt_feb_2025": 30}
 
 
-def _bench(name):
+def _bench(name, data_dir=DATA_DIR):
     with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        cfg = compose("config", overrides=[f"data={name}", f"paths.data_dir={DATA_DIR}"])
+        cfg = compose("config", overrides=[f"data={name}", f"paths.data_dir={data_dir}"])
     return instantiate(cfg.data, _convert_="all")
+
+
+MATH_CONFIGS = sorted(p.stem for p in (cli.CONF_DIR / "data" / "math").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MATH_CONFIGS)
+def test_benchmark_configs_load_tiny_data(name, tiny_data_dir):
+    """tests/tiny_data.py keeps every math config's file names, fields and gold formats."""
+    problems = _bench(f"math/{name}", tiny_data_dir).load()
+    assert problems and all(p.problem and p.answer for p in problems)
+    assert len({p.id for p in problems}) == len(problems)
 
 
 @needs_data("math")
 @needs_data("olymmath")
 @pytest.mark.parametrize("name,count", sorted(EXPECTED.items()))
 def test_benchmark_configs_load_real_data(name, count):
-    problems = _bench(name).load()
+    problems = _bench(f"math/{name}").load()
     assert len(problems) == count
     assert all(p.problem and p.answer for p in problems)
     assert len({p.id for p in problems}) == count
@@ -34,7 +45,7 @@ def test_benchmark_configs_load_real_data(name, count):
 
 @needs_data("olymmath")
 def test_olymmath_metadata_and_official_prompts():
-    problems = _bench("olymmath").load()
+    problems = _bench("math/olymmath").load()
     assert {(p.language, p.tier) for p in problems} == {("en", "easy"), ("en", "hard"), ("zh", "easy"), ("zh", "hard")}
     zh = next(p for p in problems if p.language == "zh")
     assert zh.prompt().startswith(INSTRUCTIONS["zh"]) and zh.prompt().endswith(zh.problem)
@@ -45,11 +56,11 @@ def test_olymmath_metadata_and_official_prompts():
 
 @needs_data("math")
 def test_gold_formats():
-    gsm = _bench("gsm8k").load()
+    gsm = _bench("math/gsm8k").load()
     assert gsm[0].answer == "18"  # after '####'
-    assert _bench("hmmt_feb_2025").load()[0].answer == "103"  # \boxed{103}
-    assert _bench("amc23").load()[0].answer == "27"  # 27.0 -> 27
-    assert _bench("math").load()[0].answer == "2"  # last \boxed{} of the solution
+    assert _bench("math/hmmt_feb_2025").load()[0].answer == "103"  # \boxed{103}
+    assert _bench("math/amc23").load()[0].answer == "27"  # 27.0 -> 27
+    assert _bench("math/math").load()[0].answer == "2"  # last \boxed{} of the solution
 
 
 def test_hf_folder_layout_and_missing_data(tmp_path):

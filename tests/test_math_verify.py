@@ -4,7 +4,6 @@ authors' lenient protocol, real OlymMATH / MATH-500 gold answers, throughput and
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,13 +21,12 @@ from rucai.eval.math import (
     verify,
 )
 from rucai.eval.math_bench import build_cases, load_olymmath, perturb, reformat
+from tests.conftest import DATA_DIR, needs_data
 
-DATA_DIR = Path(os.environ.get("RUCAI_DATA_DIR", "/work/shared/data"))
-OLYM_DIR = DATA_DIR / "olymmath"
 MATH500 = DATA_DIR / "math" / "math500.jsonl"
 
-needs_olymmath = pytest.mark.skipif(not OLYM_DIR.exists(), reason=f"OlymMATH data not found at {OLYM_DIR}")
-needs_math500 = pytest.mark.skipif(not MATH500.exists(), reason=f"MATH-500 data not found at {MATH500}")
+needs_olymmath = needs_data("olymmath")
+needs_math500 = needs_data("math", "math500.jsonl")
 
 
 def boxed(ans: str) -> str:
@@ -168,9 +166,8 @@ def test_percent_is_not_rescaled():
     assert not verify(boxed(r"50\%"), "0.5")
 
 
+@needs_olymmath
 def test_olymmath_golds_have_no_percent(olym_rows):
-    if not olym_rows:
-        pytest.skip("no OlymMATH data")
     assert not [r["answer"] for r in olym_rows if "%" in r["answer"]]
 
 
@@ -367,6 +364,7 @@ def test_olymmath_chinese_responses(olym_rows):
         assert not verify(f"综上，答案是 $\\boxed{{{perturb(g)}}}$。", g)
 
 
+@pytest.mark.bench  # answers/s: meaningful on a quiet machine only (make bench)
 @needs_olymmath
 def test_strict_throughput_one_core(olym_rows):
     from rucai.eval import math as m

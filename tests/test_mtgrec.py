@@ -20,7 +20,7 @@ from rucai.mtgrec.influence import (
     sampling_probs,
 )
 from rucai.mtgrec.tokenizers import build_tokenizers, collision_free, drift, load_tokenizers, pca_whiten
-from tests.conftest import needs_data, run_cli
+from tests.conftest import compose_config, needs_data, run_cli
 
 # ----------------------------------------------------------------------------- influence by hand
 # Tiny model: one parameter vector w = (1, 2), per-example loss 0.5 (w.x - y)^2, gradient (w.x - y) x.
@@ -255,29 +255,145 @@ def test_group_gradient_on_tiny_t5_equals_mean_of_per_example_gradients():
         assert torch.allclose(g, torch.stack(per).mean(0), atol=1e-6)
 
 
+# ----------------------------------------------------------------------------- curriculum state
+
+
+def test_curriculum_state_survives_a_checkpoint(tmp_path):
+    """The callback's state (influence per stage, lr weights, history, stage index, probabilities)
+    goes through a Lightning checkpoint (torch.save / torch.load(weights_only=True)) unchanged."""
+    from rucai.mtgrec.curriculum import CurriculumCallback
+
+    def fresh():
+        return CurriculumCallback([2, 1], 1.0, [], [], None, 4, tmp_path / "c.json")
+
+    cb = fresh()
+    cb.stage_scores = [torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)]
+    cb.weights = [0.003]
+    cb.history = [{"stage": 0, "epoch": 2, "probs_before": [0.5, 0.5], "probs": [0.27, 0.73], "lr_weight": 0.003}]
+    cb.probs = [0.27, 0.73]
+    torch.save({"callbacks": {"CurriculumCallback": cb.state_dict()}}, tmp_path / "x.ckpt")
+    state = torch.load(tmp_path / "x.ckpt", weights_only=True)["callbacks"]["CurriculumCallback"]
+    assert state["stage"] == 1
+    again = fresh()
+    again.load_state_dict(state)
+    assert again.history == cb.history and again.weights == cb.weights and again.probs == cb.probs
+    assert torch.equal(again.stage_scores[0], cb.stage_scores[0])
+    # the next stage accumulates over both stages, as in a run that never stopped
+    acc = accumulate(again.stage_scores + [torch.zeros(2, 2, dtype=torch.float64)], again.weights + [0.001])
+    assert acc.flatten().tolist() == pytest.approx([0.75, 1.5, 2.25, 3.0])
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_method_defaults_are_the_authors_settings():
+    """`method=mtgrec` carries pretrain.sh / finetune.sh / tokenizer/config.yaml; the RQ-VAE block
+    names only options rucai.rec.rqvae.RQVAEConfig knows."""
+    from dataclasses import fields
+
+    from rucai.mtgrec.config import MTGRecMethod, RQVAESettings
+    from rucai.rec.rqvae import RQVAEConfig
+
+    m = MTGRecMethod()
+    tk, pt, ft = m.tokenizers, m.pretrain, m.finetune
+    assert (tk.num_tokenizers, tk.mode, tk.pca_dim, tk.seed) == (25, "epochs", 128, 2024)
+    assert tk.encoder.endswith("sentence-t5-base")
+    assert (tk.rqvae.epochs, tk.rqvae.layers, tk.rqvae.e_dim, tk.rqvae.num_codes, tk.rqvae.batch_size,
+            tk.rqvae.ema) == (10000, [2048, 1024, 512, 256], 128, [256, 256, 256], 2048, True)
+    assert (pt.stages, pt.epochs, pt.lr, pt.warmup_steps, pt.tau, pt.max_grad_norm) == \
+        ([60, 20, 20, 20, 20, 20, 20], 200, 5e-3, 10000, 1.0, 1.0)
+    assert pt.influence_train_examples is None and pt.influence_val_examples is None and pt.val_users is None
+    assert (ft.lr, ft.epochs, ft.patience, ft.test_num_beams, ft.warmup_steps) == (2e-4, 100, 10, 50, 0)
+    assert {f.name for f in fields(RQVAESettings)} == {f.name for f in fields(RQVAEConfig)} - {"seed", "keep_last"}
+
+
+@pytest.mark.parametrize("exp,layers,k", [("instruments", 6, 25), ("scientific", 5, 15), ("games", 7, 25)])
+def test_paper_experiments_keep_the_paper_settings(exp, layers, k):
+    cfg = compose_config(f"experiment=mtgrec/{exp}")
+    m = cfg.method
+    assert m.tokenizers.num_tokenizers == k and m.tokenizers.rqvae.epochs == 10000
+    assert m.pretrain.epochs == 200 and list(m.pretrain.stages) == [60, 20, 20, 20, 20, 20, 20]
+    assert m.pretrain.warmup_steps == 10000 and m.pretrain.influence_train_examples is None
+    assert (m.finetune.lr, m.finetune.epochs, m.finetune.patience) == (2e-4, 100, 10)
+    assert cfg.data.max_users is None and cfg.data.batch_size == 256
+    assert cfg.model.num_layers == cfg.model.num_decoder_layers == layers and cfg.model.d_model == 128
+    assert cfg.model.constrained is False
+
+
+def test_office_cpu_is_the_cpu_scaled_run_and_smoke_shrinks_it():
+    cfg = compose_config("experiment=mtgrec/office_cpu")
+    m = cfg.method
+    assert (m.tokenizers.num_tokenizers, m.tokenizers.rqvae.epochs, m.pretrain.epochs, list(m.pretrain.stages),
+            m.finetune.epochs, m.finetune.patience, cfg.data.max_users, cfg.model.d_model) == \
+        (5, 100, 4, [2, 1], 2, 2, 250, 64)
+    assert m.pretrain.influence_batch_size == cfg.data.batch_size == 128
+    for exp in ("office_cpu", "office_cpu_no_pretrain", "instruments"):  # debug=smoke: experiments/mtgrec/debug
+        s = compose_config(f"experiment=mtgrec/{exp}", "debug=smoke")
+        assert (s.method.tokenizers.num_tokenizers, s.method.tokenizers.rqvae.epochs, s.method.pretrain.epochs,
+                list(s.method.pretrain.stages), s.method.finetune.epochs, s.data.max_users, s.model.d_model) == \
+            (2, 3, 2, [1], 1, 100, 16), exp
+        assert s.trainer.limit_train_batches == 3
+    ablation = compose_config("experiment=mtgrec/office_cpu_no_pretrain").method
+    assert ablation.pretrain.enabled is False and ablation.finetune.epochs == 6
+
+
+def test_misspelled_method_key_fails_at_compose():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="epochz"):
+        compose_config("experiment=mtgrec/office_cpu", "method.pretrain.epochz=3")
+
+
+def test_misspelled_method_key_is_one_cli_line():
+    r = run_cli("experiment=mtgrec/office_cpu", "method.pretrain.epochz=3", timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr[-2000:]
+    assert "epochz" in lines[0]
+
+
+def test_no_smoke_branches_and_no_private_core_imports():
+    """Smoke sizes live in experiments/mtgrec/debug/smoke.yaml; settings come from cfg.method."""
+    from pathlib import Path
+
+    import rucai.mtgrec
+
+    for path in Path(rucai.mtgrec.__file__).parent.glob("*.py"):
+        src = path.read_text()
+        for needle in ("cfg.smoke", "_smoke(", '"smoke"', "from rucai.tasks import", "default="):
+            assert needle not in src, (path.name, needle)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.slow  # ~2 min on the shared 2-core VM; tests/test_smoke.py runs each experiment's plain smoke
+@pytest.mark.slow  # ~1-2 min on the shared 2-core VM; tests/test_smoke.py runs each experiment's plain smoke
 @needs_data("amazon18_office", "Office_Products.item.json")
 def test_pipeline_smoke_and_stage_reuse(tmp_path):
     run = tmp_path / "run"
-    r = run_cli("experiment=mtgrec/office", "debug=smoke", run_dir=run, timeout=600)
+    r = run_cli("experiment=mtgrec/office_cpu", "debug=smoke", run_dir=run, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     m = r.metrics()
     assert m["status"] == "completed" and 0.0 <= m["test/ndcg@10"] <= m["test/recall@10"] <= 1.0
-    summary = json.loads((run / "pretrain" / "summary.json").read_text())
+    for stage in ("tokenizers", "pretrain", "finetune"):  # each stage's result is its done.json
+        assert (run / stage / "done.json").is_file(), stage
+    summary = json.loads((run / "pretrain" / "done.json").read_text())["result"]
     hist = json.loads((run / "pretrain" / "curriculum.json").read_text())
     assert len(hist) == 1 and sum(hist[0]["probs"]) == pytest.approx(1.0)
+    assert summary["probs_per_stage"] == [hist[0]["probs"]]
     # the probabilities written are softmax(mean_j accumulated I / tau)
     acc = torch.tensor(hist[0]["accumulated_influence"], dtype=torch.float64)
     assert hist[0]["probs"] == pytest.approx(sampling_probs(acc, summary["tau"]).tolist())
+    assert (run / "pretrain" / "checkpoints" / "last.ckpt").is_file()  # pre-training: last.ckpt every epoch
+    ft = json.loads((run / "finetune" / "done.json").read_text())["result"]
+    assert ft["test/ndcg@10"] == m["test/ndcg@10"] and ft["best_ckpt"].startswith(str(run / "finetune"))
     toks, _ = load_tokenizers(run / "tokenizers")
     assert all(collision_free(t) for t in toks)
-    # a later stage run alone in the same directory reuses the earlier stages' artifacts
+    # a later stage run alone in the same directory reuses the earlier stages' results
     before = (run / "pretrain" / "model.pt").stat().st_mtime_ns
-    (run / "finetune" / "metrics.json").unlink()
-    r2 = run_cli("experiment=mtgrec/office", "debug=smoke", "task=mtgrec.finetune", run_dir=run, timeout=600)
+    (run / "finetune" / "done.json").unlink()
+    r2 = run_cli("experiment=mtgrec/office_cpu", "debug=smoke", "task=mtgrec.finetune", run_dir=run, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert "pretrain: reusing" in (run / "run.log").read_text()
+    log = (run / "run.log").read_text()
+    assert "stage pretrain: reusing" in log and "stage finetune: running" in log
     assert (run / "pretrain" / "model.pt").stat().st_mtime_ns == before
+    assert r2.metrics()["test/ndcg@10"] == m["test/ndcg@10"]  # same seed, same weights

@@ -1,6 +1,12 @@
-"""R1-Searcher: rewards on hand-made responses, advantages, the rollout engine and its loss mask."""
+"""R1-Searcher: rewards on hand-made responses, advantages, the rollout engine and its loss mask; the
+method settings (typed, checked), the Fabric strategies, step checkpoints and resume, the smoke pipeline."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -11,7 +17,7 @@ from rucai.r1searcher.rl import group_advantages, token_advantages
 from rucai.r1searcher.rollout import SearchRolloutEngine, documents_block, search_hf_llm, tokenize_rollout
 from rucai.retrieval import Passage, load_retriever
 from rucai.retrieval.index import build_index
-from tests.conftest import needs_data, run_cli
+from tests.conftest import DATA_DIR, ROOT, compose_config, needs_data, run_cli
 
 DOCS = "\n\n<|begin_of_documents|>\n(1)Kauffman Stadium\nA ballpark.\n<|end_of_documents|>\n\n"
 GOOD = (" I need the stadium. <|begin_of_query|> Truman Sports Complex stadium<|end_of_query|>" + DOCS +
@@ -239,29 +245,294 @@ def test_chat_demo_is_a_full_reward_example_placed_before_the_question():
     assert p.index(demo_q) < p.index(demo_a) < p.index("Who built it?")
     with pytest.raises(ValueError, match="chat_demo"):
         search_prompt("Who?", "chatty", tok)
+# ---- method settings: typed at compose time, values checked in one line ------------------------------
+
+SMOKE = ("experiment=r1searcher/smollm2", "debug=smoke")
+
+
+def test_method_defaults_are_the_authors_qwen_recipe():
+    from rucai.r1searcher.config import R1SearcherMethod
+
+    m = R1SearcherMethod()
+    assert m.prompt_style == "base" and m.tiny_policy is None
+    for s in (m.stage1, m.stage2):
+        assert (s.algo, s.n_samples, s.lr, s.temperature, s.kl_coef, s.topk, s.max_searches) == \
+            ("reinforce_pp_baseline", 16, 2e-6, 1.0, 0.0, 3, 8)
+    assert (m.stage1.reward, m.stage2.reward) == ("paper_stage1", "qwen_base_stage2")
+    assert (m.eval.topk, m.eval.max_rounds, m.eval.max_tokens, m.eval.limit) == (5, 9, 512, None)
+
+
+def test_smoke_overlay_comes_from_the_papers_debug_file():
+    cfg = compose_config(*SMOKE)
+    m = cfg.method
+    assert m.tiny_policy.hidden == 32 and m.tiny_policy.layers == 2
+    assert m.stage1.steps == m.stage2.steps == 1 and m.eval.limit == 2
+    assert list(m.eval.sets) == ["hotpotqa_500", "bamboogle"]
+    plain = compose_config("experiment=r1searcher/smollm2").method
+    assert plain.tiny_policy is None and plain.stage1.steps == 6 and plain.eval.limit == 20
+
+
+@pytest.mark.parametrize("exp", ["smollm2", "qwen25_7b_base", "llama31_8b_instruct"])
+def test_misspelled_method_key_fails_at_compose(exp):
+    from hydra.errors import ConfigCompositionException
+
+    for bad in ("method.stage1.stepz=3", "method.retriever.servise=http", "method.promptstyle=chat"):
+        with pytest.raises(ConfigCompositionException):
+            compose_config(f"experiment=r1searcher/{exp}", bad)
+    with pytest.raises(ConfigCompositionException):  # wrong type
+        compose_config(f"experiment=r1searcher/{exp}", "method.stage1.steps=many")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.prompt_style=chatty", "method.prompt_style='chatty'; valid: base, chat, chat_demo"),
+    ("method.stage1.algo=ppo", "method.stage1.algo='ppo'; valid: reinforce_pp_baseline, grpo"),
+    ("method.stage2.n_samples=0", "method.stage2.n_samples=0 must be >= 1"),
+    ("method.stage1.reward=nope", "method.stage1.reward='nope'; valid:"),
+    ("method.retriever.service=ftp", "method.retriever.service='ftp'; valid: inprocess, http, url"),
+    ("method.eval.modes=[rag,oracle]", "method.eval.modes: 'oracle' is not a mode"),
+    ("method.stage=stage3", "method.stage='stage3'; valid: stage1, stage2"),
+])
+def test_bad_values_are_one_line_user_errors(override, message):
     from rucai.errors import UserError
-    from rucai.r1searcher.tasks import _stage_cfg
+    from rucai.r1searcher.config import check
 
-    with pytest.raises(UserError, match="method.prompt_style='chatty'; valid: base, chat, chat_demo"):
-        _stage_cfg({"prompt_style": "chatty", "stage1": {}}, "stage1", False, 0)
+    with pytest.raises(UserError) as e:
+        check(compose_config(*SMOKE, override).method)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
+
+def test_cli_typo_and_bad_value_are_one_error_line(tmp_path):
+    for args in (("method.stage1.stepz=3",), ("method.stage1.algo=ppo",)):
+        r = run_cli(*SMOKE, *args, run_dir=tmp_path / args[0].replace("=", "_"), timeout=300)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr[-2000:]
+        assert args[0].split("=")[0].split(".")[-1] in lines[0]
+
+
+# ---- Fabric strategies: runtime.fabric keeps every setting of the hardware profile ----------------------
+
+@pytest.mark.parametrize("profile", ["deepspeed_stage_2", "deepspeed_stage_3_offload", "fsdp", "ddp"])
+def test_runtime_fabric_gets_the_profiles_strategy(profile, monkeypatch):
+    """What `train_stage` gets from `runtime.fabric(hardware, max_grad_norm)`: the Fabric class of the
+    profile's strategy with its settings (no GPU needed: the Fabric constructor is captured)."""
+    if profile.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from rucai import runtime
+    from rucai.runtime import hardware
+
+    hw = compose_config(f"hardware={profile}").hardware
+    conf = OmegaConf.to_container(hw.strategy)
+    direct = hardware.build_strategy(hw, "fabric")
+    seen = {}
+    monkeypatch.setattr(hardware, "check", lambda hw, n_gpus=None: None)  # no GPU here
+    monkeypatch.setattr(L, "Fabric", lambda **kw: seen.update(kw) or "fabric")
+    assert runtime.fabric(hw, max_grad_norm=0.5) == "fabric"
+    s = seen["strategy"]
+    assert (seen["accelerator"], seen["precision"]) == ("gpu", "bf16-mixed")
+    for obj in (s, direct):
+        assert type(obj).__module__.startswith("lightning.fabric.strategies.")
+        assert type(obj).__name__ == conf["_target_"].rsplit(".", 1)[1]
+    if profile.startswith("deepspeed"):
+        zero = s.config["zero_optimization"]
+        assert zero["stage"] == conf["stage"]
+        assert (zero.get("offload_optimizer") or {}).get("device") == ("cpu" if conf["offload_optimizer"] else None)
+        assert (zero.get("offload_param") or {}).get("device") == ("cpu" if conf["offload_parameters"] else None)
+        assert s.config["gradient_clipping"] == 0.5  # DeepSpeed clips inside its step
+        if conf.get("pin_memory"):
+            assert zero["offload_optimizer"]["pin_memory"] is True
+    elif profile == "fsdp":
+        assert s.sharding_strategy.name == conf["sharding_strategy"] == "FULL_SHARD"
+        assert s._state_dict_type == conf["state_dict_type"]
+        assert (s.cpu_offload is not None and s.cpu_offload.offload_params) == conf["cpu_offload"]
+    else:
+        assert s._ddp_kwargs == {"find_unused_parameters": conf["find_unused_parameters"]}
+
+
+# ---- step checkpoints and resume ------------------------------------------------------------------------
+
+def _train_cfg(out, *extra):
+    # a short prompt (chat) and tiny rollouts: a step takes seconds with the tiny smoke policy
+    return compose_config(*SMOKE, "task=r1searcher.train", "method.prompt_style=chat",
+                          "method.stage1.steps=4", "method.stage1.checkpoint_every=1",
+                          "method.stage1.prompts_per_step=2", "method.stage1.max_tokens_per_round=8",
+                          "method.stage1.max_response_tokens=8", f"paths.output_dir={out}",
+                          f"paths.data_dir={DATA_DIR}", *extra)
+
+
+def _steps(run):
+    import csv
+
+    rows = list(csv.DictReader(open(run / "stage1" / "rewards.csv", encoding="utf-8")))
+    samples = [json.loads(x) for x in (run / "stage1" / "rollouts.jsonl").read_text().splitlines()]
+    return [int(r["step"]) for r in rows], samples
+
+
+def test_step_checkpoint_round_trip_and_log_truncation(tmp_path):
+    """save_checkpoint (fabric.save + rename over last.ckpt) restores model, optimizer and the plain
+    state; _truncate_logs drops the rows of steps after the checkpoint."""
+    import random
+
+    import torch
+
+    from rucai import runtime
+    from rucai.r1searcher import rl
+
+    fabric = runtime.fabric(compose_config("hardware=cpu").hardware)
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        return fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.1))
+
+    model, opt = make()
+    for _ in range(2):
+        opt.zero_grad()
+        fabric.backward(model(torch.ones(4, 3)).sum())
+        opt.step()
+    rng = random.Random(7)
+    rng.random()
+    path = tmp_path / "stage1" / "checkpoints" / "last.ckpt"
+    for step in (1, 2):  # the second save replaces the first, leaving no .tmp / .old behind
+        rl.save_checkpoint(fabric, path, {"model": model, "optimizer": opt, "step": step, "order": [5, 3],
+                                          "data_rng": rng.getstate(), "history": [{"step": step}]})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    model2, opt2 = make()
+    state = {"model": model2, "optimizer": opt2, "step": 0, "order": [], "data_rng": None, "history": []}
+    fabric.load(path, state, weights_only=False)
+    assert state["step"] == 2 and state["order"] == [5, 3] and state["history"] == [{"step": 2}]
+    assert torch.equal(model2.weight, model.weight)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    r2 = random.Random()
+    r2.setstate(state["data_rng"])
+    assert r2.random() == rng.random()
+
+    from rucai.utils.io import append_csv_row
+
+    csv_path, samples = tmp_path / "rewards.csv", tmp_path / "rollouts.jsonl"
+    for step in (1, 2, 3):
+        append_csv_row(csv_path, {"stage": "stage1", "step": step, "reward/total": 0.5})
+        with open(samples, "a") as f:
+            f.write(json.dumps({"step": step, "question": "q"}) + "\n" + json.dumps({"step": step}) + "\n")
+    rl._truncate_logs(csv_path, samples, 2)
+    assert csv_path.read_text().splitlines() == ["stage,step,reward/total", "stage1,1,0.5", "stage1,2,0.5"]
+    assert [json.loads(x)["step"] for x in samples.read_text().splitlines()] == [1, 1, 2, 2]
+
+
+@pytest.mark.slow
+@needs_data("multihop_qa", "r1searcher_stage1_train.jsonl")
+def test_rl_stage_resumes_from_its_step_checkpoint(tmp_path, monkeypatch):
+    """Killed after step 3's row was written but before its checkpoint: ckpt_path=last continues from
+    step 2's checkpoint (model, optimizer, RNG, data order), drops the orphan row, runs 3 and 4 once."""
+    import random
+
+    from rucai import runtime
+    from rucai.r1searcher import rl
+    from rucai.r1searcher.tasks import train
+
+    run = tmp_path / "run"
+    real = rl.append_csv_row
+
+    def killed_after_step_3(path, row):
+        real(path, row)
+        if row["step"] == 3:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(rl, "append_csv_row", killed_after_step_3)
+    saved = []
+    real_save = rl.save_checkpoint
+    monkeypatch.setattr(rl, "save_checkpoint", lambda f, p, state: saved.append(state["step"]) or real_save(f, p, state))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(_train_cfg(run))
+    finally:
+        runtime.close_loggers("failed")
+    assert saved == [1, 2] and (run / "stage1" / "checkpoints" / "last.ckpt").exists()
+    assert not (run / "stage1" / "done.json").exists()
+    assert _steps(run)[0] == [1, 2, 3]
+
+    monkeypatch.setattr(rl, "append_csv_row", real)
+    try:
+        metrics = train(_train_cfg(run, "ckpt_path=last"))
+    finally:
+        runtime.close_loggers()
+    done = json.loads((run / "stage1" / "done.json").read_text())["result"]
+    assert done["resumed_after_step"] == 2 and done["steps"] == 4
+    steps, samples = _steps(run)
+    assert steps == [1, 2, 3, 4]  # step 3 once (the orphan row of the killed attempt was dropped)
+    assert [s["step"] for s in samples] == [k for k in (1, 2, 3, 4) for _ in range(2 * 2)]
+    # the data order continued: step k drew the k-th slice of the seed's permutation
+    rows = [json.loads(x) for x in (DATA_DIR / "multihop_qa" / "r1searcher_stage1_train.jsonl").read_text().splitlines()]
+    perm = list(range(len(rows)))
+    random.Random(42).shuffle(perm)
+    for k in (1, 2, 3, 4):
+        want = [rows[i]["question"] for i in perm[2 * (k - 1):2 * k] for _ in range(2)]
+        assert [s["question"] for s in samples if s["step"] == k] == want
+    assert (run / "stage1" / "policy" / "config.json").is_file()
+    assert not (run / "stage1" / "checkpoints" / "last.ckpt").exists()  # the policy replaces it
+    assert metrics["policy"] == str(run / "stage1" / "policy")
+    # a rerun reuses the finished stage
+    t0 = time.perf_counter()
+    try:
+        again = train(_train_cfg(run))
+    finally:
+        runtime.close_loggers()
+    assert again == metrics and time.perf_counter() - t0 < 30
+
+
+@pytest.mark.slow
+@needs_data("multihop_qa", "r1searcher_stage1_train.jsonl")
+def test_sigkilled_stage_resumes_under_ckpt_path_last(tmp_path):
+    """The real thing: SIGKILL the run once a step checkpoint exists, rerun with ckpt_path=last."""
+    run = tmp_path / "run"
+    args = [*SMOKE, "task=r1searcher.train", "method.prompt_style=chat", "method.stage1.steps=3",
+            "method.stage1.checkpoint_every=1", "method.stage1.max_tokens_per_round=8",
+            "method.stage1.max_response_tokens=8", f"hydra.run.dir={run}"]
+    env = os.environ | {"RUCAI_DATA_DIR": str(DATA_DIR)}
+    p = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = run / "stage1" / "checkpoints" / "last.ckpt"
+    t0 = time.time()
+    while not ckpt.exists() and p.poll() is None and time.time() - t0 < 600:
+        time.sleep(0.2)
+    assert ckpt.exists(), "no step checkpoint appeared"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    r = run_cli(*args[:-1], "ckpt_path=last", run_dir=run, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = json.loads((run / "stage1" / "done.json").read_text())["result"]
+    assert done["resumed_after_step"] >= 1
+    assert _steps(run)[0] == [1, 2, 3]
+
+
+# ---- the smoke pipeline ---------------------------------------------------------------------------------
 
 @pytest.mark.slow  # tests/test_smoke.py runs the same smoke experiment in the default set
 @needs_data("multihop_qa", "r1searcher_stage1_train.jsonl")
 def test_smoke_pipeline_hands_stage1_weights_to_stage2(tmp_path):
-    r = run_cli("experiment=r1searcher/smollm2", "debug=smoke", run_dir=tmp_path / "run", timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
+    r = run_cli(*SMOKE, "logger=wandb", run_dir=run, timeout=600, env={"WANDB_MODE": "offline"})
+    assert r.returncode == 0, r.stderr[-3000:]
     m = r.metrics()
     assert m["status"] == "completed" and m["task"] == "r1searcher.pipeline"
-    s1 = json.loads((run / "stage1" / "summary.json").read_text())
-    s2 = json.loads((run / "stage2" / "summary.json").read_text())
+    s1 = json.loads((run / "stage1" / "done.json").read_text())["result"]
+    s2 = json.loads((run / "stage2" / "done.json").read_text())["result"]
     assert s2["init_from"] == s1["policy"] == str(run / "stage1" / "policy")
     assert (run / "stage2" / "policy" / "config.json").is_file()
+    assert (run / "eval" / "done.json").is_file()
     header = (run / "stage1" / "rewards.csv").read_text().splitlines()[0]
     assert {"reward/total", "reward/retrieval", "reward/format", "reward/answer", "searches/mean"} <= set(header.split(","))
     res = (run / "eval" / "results.csv").read_text()
-    for name in ("hotpotqa_500", "bamboogle"):  # method.smoke.eval_sets
+    for name in ("hotpotqa_500", "bamboogle"):  # the smoke overlay's eval sets
         for mode in ("r1searcher", "rag", "naive"):
             assert f"{mode},{name}" in res
             assert 0.0 <= m[f"eval/{mode}/{name}/cover_em"] <= 1.0
+    assert sorted((run / "wandb").glob("offline-run-*")), "logger=wandb left no offline run"
+    # a rerun in the same dir reuses every stage
+    r2 = run_cli(*SMOKE, run_dir=run, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    log = (run / "run.log").read_text()
+    assert all(f"stage {s}: reusing" in log for s in ("stage1", "stage2", "eval"))
+    assert r2.metrics()["eval/rag/bamboogle/f1"] == m["eval/rag/bamboogle/f1"]

@@ -72,6 +72,45 @@ def test_missing_index_is_one_line_error(tmp_path):
         HTTPRetriever("http://127.0.0.1:9", timeout=2).search(["x"])
 
 
+def test_backends_register_themselves_and_base_imports_none(tmp_path, monkeypatch):
+    from rucai.retrieval import base
+    from rucai.retrieval.index import BM25Index, DenseIndex
+    from tests.test_imports import imports
+
+    # the package imports its backends, so they are registered; base imports none of them
+    assert base.index_class("bm25") is BM25Index and base.index_class("dense") is DenseIndex
+    assert isinstance(load_retriever("http://127.0.0.1:9"), HTTPRetriever)
+    assert not [e for e in imports() if e.src == "rucai.retrieval.base" and e.dst.startswith("rucai.retrieval")]
+
+    # a new backend: a decorator, no edit to the loader
+    monkeypatch.setattr(base, "_INDEXES", dict(base._INDEXES))
+    monkeypatch.setattr(base, "_URL_CLIENTS", dict(base._URL_CLIENTS))
+
+    @base.register_retriever("echo", url_schemes=("echo://",))
+    class Echo(base.Retriever):
+        def __init__(self, url, **kw):
+            self.url = url
+
+        def search(self, queries, k=3):
+            return [[Passage(self.url, "", q)] for q in queries]
+
+    @base.register_retriever("fake")
+    class FakeIndex(base.Retriever):
+        @classmethod
+        def load(cls, folder, **kw):
+            return cls()
+
+        def search(self, queries, k=3):
+            return [[] for _ in queries]
+
+    r = load_retriever("echo://x")
+    assert isinstance(r, Echo) and r.kind == "echo" and r.search_one("hi")[0].text == "hi"
+    (tmp_path / "index.json").write_text(json.dumps({"kinds": ["fake", "gone"]}))
+    assert isinstance(load_retriever(tmp_path), FakeIndex)
+    with pytest.raises(UserError, match="unknown index kind 'gone'; valid: bm25, dense, fake"):
+        load_retriever(tmp_path, kind="gone")
+
+
 def test_dense_index_finds_paraphrase(tmp_path):
     passages = [Passage(r["id"], r["title"], r["text"]) for r in CORPUS]
     build_index(passages, tmp_path, kinds=["bm25", "dense"])

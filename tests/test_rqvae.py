@@ -174,3 +174,56 @@ def test_office_items_minilm_rqvae(tmp_path, monkeypatch):
     assert stats["collision_rate"] < 0.9 and stats["max_collision_group"] < 200
     ids = json.loads((tmp_path / "semantic_ids.json").read_text())
     assert len({tuple(v) for v in ids.values()}) == len(ids) == 2420
+
+
+# ----------------------------------------------------------------------------- the item tokenizer
+
+
+class FakeEncoder:
+    """Stands in for the sentence encoder: texts -> 4 well-separated clusters (by the title's word)."""
+
+    calls = 0
+
+    def encode(self, texts, **kw):
+        FakeEncoder.calls += 1
+        g = np.random.default_rng(0)
+        centres = g.normal(size=(4, 16)) * 3
+        return np.stack([centres[int(t.split()[-1]) % 4] + 0.05 * g.normal(size=16) for t in texts]).astype(np.float32)
+
+
+def tiny_items(n=24):
+    from rucai.data.sequential import SequenceData
+
+    text = {i: {"title": f"item {i}", "brand": "b"} for i in range(1, n + 1)}
+    seqs = [[(u + k) % n + 1 for k in range(5)] for u in range(10)]
+    return SequenceData(name="tiny", sequences=seqs, num_items=n, item_text=text)
+
+
+def test_rqvae_tokenizer_gives_every_item_unique_codes_and_caches(tmp_path, monkeypatch):
+    from rucai.rec import embeddings, semantic_ids
+    from rucai.rec.semantic_ids import RQVAETokenizer
+    from rucai.rec.tokenization import item_codes
+
+    FakeEncoder.calls = 0
+    monkeypatch.setattr(embeddings, "load_encoder", lambda name, device=None: FakeEncoder())
+    data = tiny_items()
+    rq = TINY | {"num_codes": [4, 4], "epochs": 3}
+    codes = RQVAETokenizer(encoder="fake", fields=["title"], rqvae=rq, cache_dir=str(tmp_path))(data)
+    assert sorted(codes) == list(range(1, data.num_items + 1))
+    assert {len(c) for c in codes.values()} == {3}  # 2 levels + the collision level
+    assert all(0 <= c < 4 for v in codes.values() for c in v[:2])
+    assert len({tuple(v) for v in codes.values()}) == data.num_items  # unique after collision resolution
+
+    # the same config through `item_codes` (what rucai.tasks.build calls) reads the cache: no training
+    def boom(*a, **k):
+        raise AssertionError("RQ-VAE retrained on a cache hit")
+
+    monkeypatch.setattr("rucai.rec.rqvae.train_rqvae", boom)
+    conf = {"_target_": "rucai.rec.semantic_ids.RQVAETokenizer", "encoder": "fake", "fields": ["title"],
+            "rqvae": rq, "cache_dir": str(tmp_path)}
+    assert item_codes(conf, data) == codes
+    assert FakeEncoder.calls == 1
+    assert len(list((tmp_path / "semantic_ids").iterdir())) == 1
+    with pytest.raises(AssertionError, match="retrained"):  # other RQ-VAE settings: a new key, trains
+        semantic_ids.semantic_ids(data, encoder="fake", fields=["title"], rqvae=rq | {"epochs": 4},
+                                  cache_dir=str(tmp_path))

@@ -31,13 +31,15 @@ def _cluster_up() -> bool:
     return p.returncode == 0 and q.returncode == 0 and any(s in p.stdout for s in ("idle", "mix", "alloc"))
 
 
-_UP = _cluster_up()
+# inside a job of these tests (which imports `slow_batches` below) the cluster is up by definition
+_UP = "SLURM_JOB_ID" in os.environ or _cluster_up()
 if not _UP and os.environ.get("RUCAI_REQUIRE_SLURM") == "1":
     raise RuntimeError("RUCAI_REQUIRE_SLURM=1 but no SLURM cluster answers (bash scripts/slurm-local.sh up)")
 pytestmark = [pytest.mark.slurm,
               pytest.mark.skipif(not _UP, reason="no local SLURM cluster (bash scripts/slurm-local.sh up)")]
 
-SLURM = ["hardware=slurm", "slurm.cpus_per_task=1", "slurm.time_min=10", "slurm.mem_gb=2"]
+# where (cluster=slurm) x how (hardware=cpu: one task, no GPUs per job)
+SLURM = ["cluster=slurm", "hardware=cpu", "slurm.cpus_per_task=1", "slurm.time_min=10", "slurm.mem_gb=2"]
 
 
 def _metrics(d: Path) -> dict:
@@ -94,36 +96,57 @@ def test_killed_job_is_reported_and_others_kept(tmp_path):
     assert waited < 150
     assert _metrics(sweep / "0")["status"] == "completed"  # the other job's result is kept
     m1 = _metrics(sweep / "1")
-    assert m1["status"] == "failed" and m1["job_id"] == victim
+    # the dispatcher's own record when the job's Python saw the end (SLURM's SIGTERM before the KILL:
+    # interrupted, with its error), else the launcher's (failed); the cluster's state added either way
+    assert m1["status"] in ("interrupted", "failed") and m1["error"] and m1["job_id"] == victim, m1
+    assert m1["slurm_state"].startswith("CANCELLED"), m1
     failed = json.loads((sweep / "failed_jobs.json").read_text())
     assert [j["num"] for j in failed["jobs"]] == [1]
 
 
+def slow_batches(seconds: float):
+    """A Lightning callback (`+callbacks.slow._target_=tests.test_slurm.slow_batches`) that sleeps
+    after every training batch: the job's work is wall-clock time, so how many allocations it needs
+    depends on the time limit, not on how busy the machine's CPUs are."""
+    from lightning.pytorch.callbacks import Callback
+
+    class SlowBatches(Callback):
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            time.sleep(seconds)
+
+    return SlowBatches()
+
+
+EPOCHS = 6
+
+
 def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
-    # SLURM signals a 2-minute job ~60 s after it starts (signal_delay_s=60; it checks limits every
-    # ~30 s, so the signal can come earlier). 20 epochs of ~4 s do not fit in one allocation:
-    # submitit requeues the job and each rerun resumes from checkpoints/last.ckpt.
-    r = run_cli("-m", "experiment=quickstart", "hardware=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=2",
-                "slurm.time_min=2", "slurm.signal_delay_s=60", "slurm.max_requeues=10",
-                "trainer.max_epochs=20", "trainer.limit_train_batches=40", "trainer.limit_val_batches=1",
-                "trainer.enable_progress_bar=false",
-                "callbacks.early_stopping.patience=1000", "seed=1",
+    # A 3-minute job gets SLURM's pre-timeout signal (USR2) signal_delay_s=60 before its limit, up to
+    # 60 s earlier (SLURM's timer resolution): 60-120 s after it starts. Its work is 6 epochs x 10
+    # batches x 2 s of sleep (+ a little compute): 120 s, more than one allocation holds after the
+    # ~20-40 s start-up. On the signal every stage saves checkpoints/last.ckpt (mid-epoch), submitit
+    # requeues the job and the rerun resumes from it (ckpt_path=last, set by cluster=slurm).
+    r = run_cli("-m", "experiment=quickstart", "cluster=slurm", "hardware=cpu", "slurm.cpus_per_task=1",
+                "slurm.mem_gb=2", "slurm.time_min=3", "slurm.signal_delay_s=60", "slurm.max_requeues=10",
+                f"trainer.max_epochs={EPOCHS}", "trainer.limit_train_batches=10", "trainer.limit_val_batches=1",
+                "trainer.enable_progress_bar=false", "callbacks.early_stopping.patience=1000", "seed=1",
+                "+callbacks.slow._target_=tests.test_slurm.slow_batches", "+callbacks.slow.seconds=2.0",
                 run_dir=sweep, multirun=True, timeout=560)
     assert r.returncode == 0, r.stderr[-3000:]
     m = _metrics(sweep / "0")
-    assert m["status"] == "completed" and m["epochs_trained"] == 20
+    assert m["status"] == "completed" and m["epochs_trained"] == EPOCHS
     assert m["slurm_restart_count"] >= 1, m
     assert m["start_epoch"] > 0 and m["resumed_from"].endswith("checkpoints/last.ckpt"), m
     epochs = [int(row["epoch"]) for row in csv.DictReader(open(sweep / "0" / "eval" / "val.csv"))]
-    assert sorted(set(epochs)) == list(range(20))
+    assert sorted(set(epochs)) == list(range(EPOCHS))
     # at most the epoch in flight at each requeue is evaluated twice; nothing restarts from scratch
-    assert len(epochs) <= 20 + m["slurm_restart_count"]
+    assert len(epochs) <= EPOCHS + m["slurm_restart_count"]
 
 
 @pytest.mark.parametrize("args,expect", [
     (["slurm.mem_gb=100000"], "Requested node configuration is not available"),
-    (["hardware=slurm_gpu"], "Invalid generic resource (gres) specification"),
+    (["hardware=gpu"], "Invalid generic resource (gres) specification"),  # a GPU on the CPU-only node
 ])
 def test_bad_cluster_requests_one_line(tmp_path, args, expect):
     sweep = tmp_path / "sweep"
@@ -134,3 +157,23 @@ def test_bad_cluster_requests_one_line(tmp_path, args, expect):
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
     assert last.startswith("error: the cluster refused the sweep:") and expect in last, r.stderr[-2000:]
     assert json.loads((sweep / "failed_jobs.json").read_text())["stage"] == "submission"
+
+
+def test_deepspeed_sweep_asks_for_nodes_tasks_and_gpus(tmp_path):
+    """A DeepSpeed sweep over 2 nodes x 2 GPUs: one array job per sweep point, each asking SLURM for
+    2 nodes, 2 tasks (ranks) and 2 GPUs per node. The CPU-only test node refuses the GPUs, in one line
+    that names what was asked; the sbatch script submitit wrote shows the request."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", "experiment=quickstart", "debug=smoke", "cluster=slurm", "hardware=deepspeed_stage_2",
+                "hardware.devices=2", "hardware.num_nodes=2", "slurm.cpus_per_task=1", "slurm.mem_gb=2",
+                "slurm.time_min=10", "model.lr=1e-3,5e-4", run_dir=sweep, multirun=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: the cluster refused the sweep:"), r.stderr[-2000:]
+    assert "nodes=2, tasks_per_node=2" in last and "gpus_per_node=2" in last, last
+    failed = json.loads((sweep / "failed_jobs.json").read_text())
+    assert failed["stage"] == "submission" and [j["num"] for j in failed["jobs"]] == [0, 1]
+    [script] = (sweep / ".submitit").glob(".submission_file_*.sh")
+    lines = set(script.read_text().splitlines())
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --gpus-per-node=2",
+            "#SBATCH --array=0-1%2"} <= lines, script.read_text()

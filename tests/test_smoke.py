@@ -1,57 +1,68 @@
-"""End to end: every experiment runs to completion with debug=smoke on CPU (new papers included)."""
+"""End to end: every experiment runs to completion with debug=smoke on CPU (new papers included).
+
+Data: the real folder (DATA_DIR, ../shared/data on the lab machines) when it is here, else the tiny
+synthetic copy from tests/tiny_data.py (a fresh clone); see the `smoke_data_dir` fixture."""
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from rucai import cli
-from tests.conftest import DATA_DIR, compose_config, needs_data, run_cli
+from tests.conftest import DATA_DIR, compose_config, run_cli
 
 
-def _compose(exp: str):
-    return compose_config(f"experiment={exp}", f"paths.data_dir={DATA_DIR}")
+def _compose(exp: str, data_dir: Path):
+    return compose_config(f"experiment={exp}", f"paths.data_dir={data_dir}")
 
 
-def _needs_gpu(exp: str) -> bool:
-    cfg = _compose(exp)
+def _needs_gpu(cfg) -> bool:
     return bool(cfg.hardware.needs_gpu) or (cfg.get("llm") or {}).get("backend") == "vllm"
 
 
-def _missing_data(exp: str) -> str | None:
+def _missing_data(cfg) -> str | None:
     """The experiment's data folder when it is not here (datasets users download, e.g. Amazon 2023)."""
-    from pathlib import Path
-
-    data = _compose(exp).get("data") or {}
+    data = cfg.get("data") or {}
     d = data.get("dir") if hasattr(data, "get") else None
     return None if d is None or Path(d).exists() else str(d)
 
 
 @pytest.mark.parametrize("exp", cli.experiments())
-def test_experiment_smoke(exp, tmp_path):
-    if _needs_gpu(exp):  # GPU-only experiments (vLLM, 8-GPU models): one clear line on CPU
-        r = run_cli(f"experiment={exp}", "debug=smoke", run_dir=tmp_path / "run", timeout=120)
+def test_experiment_smoke(exp, tmp_path, smoke_data_dir):
+    cfg = _compose(exp, smoke_data_dir)
+    data = [f"paths.data_dir={smoke_data_dir}"]
+    env = {"RUCAI_DATA_DIR": str(smoke_data_dir)}
+    if smoke_data_dir != DATA_DIR and OmegaConf.select(cfg, "method.retriever.index_dir") is not None:
+        data.append(f"method.retriever.index_dir={tmp_path / 'index'}")  # keep the tiny index out of the cache
+
+    def run(*args, **kw):
+        return run_cli(f"experiment={exp}", "debug=smoke", *args, *data, env=env, **kw)
+
+    if _needs_gpu(cfg):  # GPU-only experiments (vLLM, 8-GPU models): one clear line on CPU
+        r = run(run_dir=tmp_path / "run", timeout=120)
         last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
         assert r.returncode == 2 and "needs CUDA GPUs; none visible" in last, r.stderr[-2000:]
-        r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run2", timeout=120)
+        r = run("hardware=cpu", run_dir=tmp_path / "run2", timeout=120)
         last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
         assert r.returncode == 2 and "needs a CUDA GPU" in last, r.stderr[-2000:]
         return
-    if (missing := _missing_data(exp)) is not None:  # a dataset users download: one line naming how
-        r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run", timeout=180)
+    if (missing := _missing_data(cfg)) is not None:  # a dataset users download: one line naming how
+        r = run("hardware=cpu", run_dir=tmp_path / "run", timeout=180)
         last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
         assert r.returncode == 2 and missing in last and "rucai.data.download" in last, r.stderr[-2000:]
         return
-    r = run_cli(f"experiment={exp}", "debug=smoke", "hardware=cpu", run_dir=tmp_path / "run")
+    r = run("hardware=cpu", run_dir=tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
     m = r.metrics()
     assert m["status"] == "completed"
     assert (tmp_path / "run" / "config_resolved.yaml").is_file()
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
     if m["task"] == "math_eval":
-        run = tmp_path / "run"
-        assert (run / "summary.md").is_file() and (run / "per_problem.csv").is_file()
-        rows = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+        run_dir = tmp_path / "run"
+        assert (run_dir / "summary.md").is_file() and (run_dir / "per_problem.csv").is_file()
+        rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
         assert rows and {"response", "extracted", "correct", "num_tokens"} <= set(rows[0])
         assert 0.0 <= m["eval/pass@1"] <= 1.0
     if m["task"] == "train":
@@ -122,13 +133,12 @@ def test_evaluate_task_reproduces_test_metrics_from_checkpoint(tmp_path):
     assert missing.returncode == 2 and "task=evaluate needs ckpt_path" in missing.stderr
 
 
-@needs_data("amazon18_office")
-def test_submitit_local_sweep_records_failed_job(tmp_path):
+def test_submitit_local_sweep_records_failed_job(tmp_path, smoke_data_dir):
     pytest.importorskip("submitit")
     sweep = tmp_path / "local"
-    good = DATA_DIR / "amazon18_office"
-    r = run_cli("-m", "hydra/launcher=rucai_local", "experiment=baselines/sasrec_office", "debug=smoke",
-                f"data.dir={good},/no/such/dir", run_dir=sweep, multirun=True, timeout=300)
+    good = smoke_data_dir / "amazon18_office"
+    r = run_cli("-m", "hydra/launcher=rucai_local", "experiment=quickstart", "data=rec/amazon18_office",
+                "debug=smoke", f"data.dir={good},/no/such/dir", run_dir=sweep, multirun=True, timeout=300)
     assert r.returncode == 1
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
     assert last.startswith("error: 1 of 2 jobs failed"), r.stderr[-2000:]

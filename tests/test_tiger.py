@@ -144,3 +144,47 @@ def test_learns_synthetic_transitions():
     res = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert set(res) >= {"test/recall@5", "test/recall@10", "test/ndcg@5", "test/ndcg@10"}
     assert res["test/recall@10"] > 0.2, res  # random: 10 / 100
+
+
+def test_tiger_office_smoke_gets_rqvae_codes_through_item_tokenizer(tmp_path, monkeypatch):
+    """`experiment=tiger/office debug=smoke`: build() instantiates item_tokenizer=rqvae on the data's
+    items and hands the codes to TIGER (the data layer knows nothing of tokenizers); one smoke fit."""
+    from rucai import tasks
+    from rucai.rec import embeddings
+    from rucai.rec.semantic_ids import RQVAETokenizer
+    from tests.conftest import compose_config
+    from tests.test_rqvae import FakeEncoder
+
+    n = 24
+    d = tmp_path / "data" / "amazon18_office"
+    d.mkdir(parents=True)
+    inter = {str(u): [(u * 3 + k) % n for k in range(6)] for u in range(40)}  # LC-Rec ids are 0-based
+    (d / "Office_Products.inter.json").write_text(json.dumps(inter))
+    (d / "Office_Products.item.json").write_text(json.dumps({str(i): {"title": f"item {i}"} for i in range(n)}))
+    monkeypatch.setattr(embeddings, "load_encoder", lambda name, device=None: FakeEncoder())
+    rq = dict(layers=[32], e_dim=8, num_codes=[4, 4], batch_size=64, kmeans_iters=20, epochs=3)
+    cfg = compose_config(
+        "experiment=tiger/office", "debug=smoke", "hardware=cpu", "logger=none",
+        f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'run'}",
+        f"item_tokenizer.cache_dir={tmp_path / 'cache'}", "item_tokenizer.encoder=fake",
+        *(f"++item_tokenizer.rqvae.{k}={v}" for k, v in rq.items()), "model.d_model=16", "model.d_kv=8",
+        "model.d_ff=32", "model.num_layers=1", "model.num_decoder_layers=1", "model.num_heads=2",
+        "data.batch_size=16", "data.eval_batch_size=16")
+    assert cfg.item_tokenizer._target_ == "rucai.rec.semantic_ids.RQVAETokenizer"
+    assert "item_codes" not in cfg.data  # tokenization is not the data layer's business
+    dm, model, trainer = tasks.build(cfg)
+    assert isinstance(model, TIGER)
+    codes = RQVAETokenizer(encoder="fake", fields=list(cfg.item_tokenizer.fields), rqvae=rq,
+                           cache_dir=str(tmp_path / "cache"))(dm.data)
+    assert model.num_levels == 3 and model.trie.codes.tolist() == [codes[i] for i in range(1, n + 1)]
+    trainer.fit(model, datamodule=dm)
+    res = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert 0.0 <= res["test/ndcg@10"] <= res["test/recall@10"] <= 1.0
+
+
+def test_data_layer_imports_nothing_from_rec():
+    from tests.test_imports import imports
+
+    bad = [f"{e.path}:{e.line} {e.src} -> {e.dst}" for e in imports()
+           if e.src.startswith("rucai.data") and (e.dst == "rucai.rec" or e.dst.startswith("rucai.rec."))]
+    assert not bad, bad

@@ -191,10 +191,10 @@ def main() -> None:
                     "baseline_rss_mb": prune["baseline_kb"] / 1024, "largest_shard_mb": shard_bytes / 2**20,
                     "ckpt_mb": sum(f.stat().st_size for f in src.glob("*.safetensors")) / 2**20,
                     "shards_in": len(list(src.glob("*.safetensors"))), "shards_out": prune["shards_out"]}
-    from transformers import AutoModelForCausalLM
+    from rucai.runtime import load_causal_lm
 
     t0 = time.perf_counter()
-    pruned = AutoModelForCausalLM.from_pretrained(dst, dtype=dtype, device_map=device).eval()
+    pruned = load_causal_lm(dst, None, dtype=dtype, device=device).eval()
     res["reload_s"] = time.perf_counter() - t0
 
     # 3. pruned checkpoint == mask mode on the full model (Qwen3-MoE renormalises its top-k)

@@ -83,7 +83,7 @@ def run_rucai(data_dir: Path, hidden: int, seed: int, epochs: int, batch: int, o
     # all_positions: the same training pairs packed in windows, ~`batch` targets per batch on average
     batching = ([f"data.train_batch_targets={batch}"] if train_mode == "all_positions"
                 else [f"data.batch_size={batch}"])
-    cmd = [sys.executable, str(ROOT / "run.py"), "experiment=baselines/sasrec_office",
+    cmd = [sys.executable, str(ROOT / "run.py"), "experiment=sasrec/office",
            f"data.dir={data_dir}", f"data.train_mode={train_mode}", *batching, "data.eval_batch_size=4096",
            f"model.hidden_size={hidden}", "model.inner_size=256", "model.mask_history=false",
            f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", f"seed={seed}",

@@ -5,7 +5,7 @@ trains a small MoE on a mixture of distinguishable real-text domains (math probl
 solutions, multi-hop QA questions, Office product titles/descriptions from /work/shared/data),
 so that experts specialise; then it scores experts with demonstrations of one domain, prunes to
 half with each selection method through the real streamed `prune_checkpoint`, reloads the pruned
-checkpoints with `AutoModelForCausalLM`, and measures held-out loss and next-token agreement with
+checkpoints with `rucai.runtime.load_causal_lm`, and measures held-out loss and next-token agreement with
 the full model on every domain.
 """
 
@@ -254,11 +254,10 @@ def specialisation_run(data_dir: str | Path, work_dir: str | Path, family: str =
                        random_seeds: int = 5, per_domain: int = 2000, seed: int = 0,
                        demo_max_length: int = 1024, bench_batch: int = 16) -> dict[str, Any]:
     """Train -> score on `target` demos -> prune to `keep` (default half) with every method -> evaluate."""
-    from transformers import AutoModelForCausalLM
-
     from rucai.easyep.prune import prune_checkpoint
     from rucai.easyep.scoring import score_texts, select_demos
     from rucai.easyep.selection import keep_from_method, save_keep
+    from rucai.runtime import load_causal_lm
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -288,7 +287,7 @@ def specialisation_run(data_dir: str | Path, work_dir: str | Path, family: str =
     for name, kp in keeps.items():
         dst = work / f"pruned_{name}"
         prune_checkpoint(full_dir, dst, kp, overwrite=True)
-        pm = AutoModelForCausalLM.from_pretrained(dst).eval()
+        pm = load_causal_lm(dst, None, dtype="float32", device="cpu").eval()  # fp32 as trained, on CPU
         results[name] = {}
         for d, s in splits.items():
             e = evaluate(pm, s[2], seq_len, reference=full_eval[d]["preds"])

@@ -1,4 +1,7 @@
-"""Evaluation tasks: `math_eval` (sampled generation on math benchmarks, OlymMATH protocol)."""
+"""Evaluation tasks: `math_eval` (sampled generation on math benchmarks, OlymMATH protocol).
+
+Tasks write their artefacts (samples.jsonl, per_problem.csv, summary.md) and return their metrics;
+the dispatcher (`rucai.dispatch.run_task`) writes metrics.json."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from rucai.llm import build as build_llm
     from rucai.llm.base import SamplingParams
     from rucai.runtime import hardware
-    from rucai.utils.io import atomic_write_json, atomic_write_text
+    from rucai.utils.io import atomic_write_text
 
     hardware.check(cfg.hardware)
     out_dir = Path(cfg.paths.output_dir)
@@ -101,8 +104,5 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
     md = f"# {bench.name}: {cfg.experiment_name}\n\n" + summary.to_markdown(index=False) + "\n"
     atomic_write_text(out_dir / "summary.md", md)
     plot_subjects(metrics, out_dir / "subjects.png", f"{bench.name}: pass@1 by subject")
-    metrics = {"experiment": cfg.experiment_name, "task": "math_eval", "benchmark": bench.name,
-               "sampling_key": key, "status": "completed"} | metrics
-    atomic_write_json(out_dir / "metrics.json", metrics)
     print(md)
-    return metrics
+    return {"benchmark": bench.name, "sampling_key": key} | metrics  # the dispatcher writes metrics.json

@@ -45,7 +45,8 @@ class HFLLM(LLM):
     gguf_file: GGUF file name inside the `model` folder.
     convert_gguf: convert a GGUF once into a cached HF folder (`cache_dir`) and load that (fast);
         False loads the GGUF directly every time (de-quantisation takes ~10-60 s).
-    device: auto | cpu | cuda | cuda:N. dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.
+    device: auto | cpu | cuda | cuda:N (ignored when hardware.device_map places the model). dtype: auto
+        (the hardware profile's precision: bf16 on a GPU unless it says 32-bit, fp32 on CPU) | float32 | bfloat16 | float16.
     max_model_len: prompt + generation limit (default: the model's max_position_embeddings).
     """
 
@@ -64,8 +65,12 @@ class HFLLM(LLM):
         self.batch_size = int(batch_size)
         self.device = self._pick_device(device, hardware)
         self.model, self.tokenizer = self._load(model, tokenizer, gguf_file, dtype, convert_gguf, cache_dir,
-                                                trust_remote_code)
-        self.model.to(self.device).eval()
+                                                trust_remote_code, hardware)
+        if getattr(self.model, "hf_device_map", None):  # placed by from_pretrained (hardware.device_map)
+            self.device = str(self.model.device)  # inputs go where the embeddings are
+        else:
+            self.model.to(self.device)
+        self.model.eval()
         tok = self.tokenizer
         tok.padding_side = "left"
         if chat_template:
@@ -97,9 +102,11 @@ class HFLLM(LLM):
         return device
 
     def _load(self, model: Any, tokenizer: Any, gguf_file: str | None, dtype: str, convert_gguf: bool,
-              cache_dir: str | None, trust_remote_code: bool) -> tuple[Any, Any]:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+              cache_dir: str | None, trust_remote_code: bool, hardware: Any = None) -> tuple[Any, Any]:
+        """Through `rucai.runtime.load_causal_lm`: `hardware.device_map` (+ max_memory, offload_folder)
+        when the profile sets one, else the chosen device; dtype `auto` follows the profile's precision
+        (bf16 on a GPU unless the profile says 32-bit, fp32 on CPU)."""
+        from rucai.runtime import load_causal_lm, load_tokenizer
 
         if not isinstance(model, str | os.PathLike):  # a loaded model object
             if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
@@ -107,25 +114,15 @@ class HFLLM(LLM):
             return model, tokenizer
         path, gguf = models.resolve(str(model))
         gguf = gguf_file or gguf
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        else:
-            torch_dtype = getattr(torch, str(dtype), None)
-            if not isinstance(torch_dtype, torch.dtype):
-                raise UserError(f"llm.dtype={dtype!r}: use auto, float32, bfloat16 or float16")
-        load_kw: dict[str, Any] = dict(trust_remote_code=trust_remote_code)
+        load_kw: dict[str, Any] = {}
         if gguf and convert_gguf:
             path, gguf = str(models.gguf_to_hf(path, gguf, cache_dir=cache_dir)), None
         elif gguf:
             load_kw["gguf_file"] = gguf
-        try:
-            if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
-                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or path), **load_kw)
-            lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load_kw)
-        except OSError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load llm.model={model!r}: not a local folder and not in the HF cache "
-                            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): {first}") from None
+        if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
+            tokenizer = load_tokenizer(str(tokenizer or path), trust_remote_code=trust_remote_code, **load_kw)
+        lm = load_causal_lm(path, hardware, dtype=dtype, device=self.device, trust_remote_code=trust_remote_code,
+                            **load_kw)
         return lm, tokenizer
 
     # ---- generation ---------------------------------------------------------------------------

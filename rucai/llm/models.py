@@ -102,10 +102,13 @@ def gguf_to_hf(directory: str, gguf_file: str, out_dir: str | Path | None = None
 
     _require("gguf", "loading GGUF files")
     _require("accelerate", "loading GGUF files")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file)
+    from rucai.runtime import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(directory, gguf_file=gguf_file)
+    # de-quantised on the CPU in fp32 (the saved folder is an fp32 checkpoint; the loader casts later)
+    gguf_model = load_causal_lm(directory, None, dtype="float32", device="cpu", gguf_file=gguf_file)
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")

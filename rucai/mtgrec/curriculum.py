@@ -8,6 +8,10 @@ With `curriculum=False` (ablation) nothing is computed and sampling stays unifor
 
 Works under DDP: each rank takes its shard of the influence examples and the gradient sums are
 all-reduced (`influence.group_mean_gradient`).
+
+The callback's state (per-stage influence matrices, their learning-rate weights, the history rows,
+the stage index and the current probabilities) is saved in every Lightning checkpoint, so a run
+resumed from `last.ckpt` continues the curriculum exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -64,6 +68,30 @@ class CurriculumCallback(L.Callback):
         self.stage_scores: list[torch.Tensor] = []
         self.weights: list[float] = []
         self.history: list[dict[str, Any]] = []
+        self.probs: list[float] | None = None  # the sampling probabilities after the last stage
+        self.start_epoch: int | None = None  # where this fit started (non-zero after a resume)
+        self.start_step: int | None = None
+
+    # -- checkpointed state ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": len(self.history), "probs": self.probs, "history": self.history,
+                "stage_scores": [s.clone() for s in self.stage_scores], "weights": list(self.weights)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stage_scores = [torch.as_tensor(s) for s in state_dict["stage_scores"]]
+        self.weights = [float(w) for w in state_dict["weights"]]
+        self.history = list(state_dict["history"])
+        self.probs = state_dict["probs"]
+        if int(state_dict["stage"]) != len(self.history):
+            raise ValueError(f"curriculum checkpoint: stage {state_dict['stage']} but {len(self.history)} history rows")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.start_epoch, self.start_step = trainer.current_epoch, trainer.global_step
+        if self.probs is not None:  # resumed: the model's buffer holds them already; keep both in step
+            pl_module.select_prob.copy_(torch.tensor(self.probs, dtype=pl_module.select_prob.dtype))
+        if self.start_step:
+            log.info("curriculum: resumed at epoch %d, step %d, stage %d, probs %s", self.start_epoch,
+                     self.start_step, len(self.history), [round(p, 4) for p in pl_module.select_prob.tolist()])
 
     def _loader(self, ds, rank: int, world: int) -> DataLoader:
         shard = Subset(ds, list(range(rank, len(ds), world)))
@@ -115,6 +143,8 @@ class CurriculumCallback(L.Callback):
         epoch = trainer.current_epoch + 1
         if epoch not in self.stage_ends or trainer.sanity_checking:
             return
+        if self.history and self.history[-1]["epoch"] == epoch:  # resumed from a checkpoint saved after it
+            return
         row: dict[str, Any] = {"stage": self.stage_ends.index(epoch), "epoch": epoch,
                                "probs_before": pl_module.select_prob.tolist()}
         if self.curriculum and pl_module.num_tokenizers > 1:
@@ -125,5 +155,6 @@ class CurriculumCallback(L.Callback):
         log.info("curriculum stage %d (epoch %d): probs %s", row["stage"], epoch,
                  [round(p, 4) for p in row["probs"]])
         self.history.append(row)
+        self.probs = [float(p) for p in row["probs"]]
         if trainer.is_global_zero:
             atomic_write_json(self.out_file, self.history)

@@ -6,5 +6,6 @@
             the documents, continue) and the token-level loss mask
   rl        REINFORCE++ (with baseline) / GRPO-style advantages, masked policy-gradient training
   evaluate  multi-hop QA evaluation (R1-Searcher, standard RAG, no retrieval)
-  tasks     `r1searcher.pipeline`, `r1searcher.train`, `r1searcher.eval`
+  config    the typed `method=r1searcher` settings (defaults: the authors' Qwen recipe) and their checks
+  tasks     `r1searcher.pipeline`, `r1searcher.train`, `r1searcher.eval` (stages, resume)
 """

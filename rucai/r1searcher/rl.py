@@ -1,6 +1,7 @@
 """Outcome-reward RL for search-interleaved rollouts: REINFORCE++ with baseline and GRPO-style
 group-normalised advantages, masked token-level policy gradient, Lightning Fabric for devices and
-strategies (CPU, one GPU, DeepSpeed ZeRO-2/3 from the `hardware` profile).
+strategies (CPU, one GPU, DDP, FSDP, DeepSpeed ZeRO-2/3: `rucai.runtime.fabric` on the `hardware`
+profile), step checkpoints through `fabric.save` (so DeepSpeed's sharded states too).
 
 Per step: `prompts_per_step` questions x `n_samples` rollouts (temperature 1.0) with the current
 policy -> rewards (per component) -> advantages -> one gradient update (on-policy, so the PPO ratio
@@ -20,47 +21,16 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rucai.errors import UserError
+from rucai.r1searcher.config import ALGOS
+from rucai.utils.io import append_csv_row
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("reinforce_pp_baseline", "grpo")
-
-
-@dataclass
-class RLConfig:
-    algo: str = "reinforce_pp_baseline"
-    reward: str = "paper_stage1"
-    steps: int = 10
-    prompts_per_step: int = 4
-    n_samples: int = 16
-    lr: float = 2e-6
-    weight_decay: float = 0.0
-    kl_coef: float = 0.0
-    clip_eps: float = 0.2
-    max_grad_norm: float = 1.0
-    micro_batch_size: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    topk: int = 3
-    max_searches: int = 8
-    max_tokens_per_round: int = 512
-    max_response_tokens: int | None = None
-    prompt_style: str = "chat"
-    seed: int = 42
-    gradient_checkpointing: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise UserError(f"method.algo={self.algo!r}; valid: {', '.join(ALGOS)}")
-        for k in ("steps", "prompts_per_step", "n_samples", "micro_batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise UserError(f"{k}={getattr(self, k)} must be >= 1")
+__all__ = ["ALGOS", "group_advantages", "save_checkpoint", "save_policy", "token_advantages", "train_stage"]
 
 
 def group_advantages(rewards: list[float], n: int, algo: str) -> list[float]:
@@ -102,37 +72,6 @@ def token_advantages(seq_adv: list[float], masks: list[list[int]], algo: str,
     return out
 
 
-def _fabric(hardware: Any, max_grad_norm: float | None = None) -> Any:
-    """Fabric from the hardware profile (DeepSpeed / FSDP strategies mapped to Fabric's)."""
-    import lightning as L
-
-    strategy = hardware.strategy if hardware is not None else "auto"
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(strategy):
-            strategy = OmegaConf.to_container(strategy, resolve=True)
-    except ImportError:  # plain objects (scripts) need no omegaconf
-        pass
-    if isinstance(strategy, dict):
-        target = str(strategy.pop("_target_", ""))
-        if target.endswith("DeepSpeedStrategy"):
-            from lightning.fabric.strategies import DeepSpeedStrategy
-
-            keep = {k: v for k, v in strategy.items() if k in ("stage", "offload_optimizer", "offload_parameters")}
-            strategy = DeepSpeedStrategy(**keep)
-            if max_grad_norm:  # DeepSpeed clips inside its optimizer step
-                strategy.config["gradient_clipping"] = float(max_grad_norm)
-        elif target.endswith("FSDPStrategy"):
-            strategy = "fsdp"
-        else:
-            strategy = "auto"
-    acc = hardware.accelerator if hardware is not None else "cpu"
-    devices = hardware.devices if hardware is not None else 1
-    precision = hardware.precision if hardware is not None else "32-true"
-    return L.Fabric(accelerator=acc, devices=devices, strategy=strategy, precision=precision)
-
-
 def _logprobs(model: Any, input_ids: Any, attention: Any) -> Any:
     """log p(token_t | tokens_<t) for t >= 1: shape [B, T-1]."""
     import torch
@@ -154,74 +93,164 @@ def save_policy(model: Any, tokenizer: Any, out: Path) -> Path:
     return out
 
 
-def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: Any, cfg: RLConfig,
-                hardware: Any = None, loggers: list | None = None, stage_name: str = "stage1") -> dict[str, Any]:
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def save_checkpoint(fabric: Any, path: Path, state: dict[str, Any]) -> Path:
+    """`fabric.save` into `<path>.tmp` (a file, or a folder under DeepSpeed), then rename it over
+    `path` on rank zero: a kill mid-save leaves the previous checkpoint intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if fabric.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove(tmp)
+    fabric.barrier()
+    fabric.save(tmp, state)
+    fabric.barrier()
+    if fabric.is_global_zero:
+        old = path.with_name(path.name + ".old")
+        _remove(old)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        _remove(old)
+    fabric.barrier()
+    return path
+
+
+def _truncate_logs(csv_path: Path, samples_path: Path, step: int) -> None:
+    """Drop the rows of steps after `step` (run after the checkpoint was saved, before the kill)."""
+    import csv
+    import io
+    import json
+
+    from rucai.utils.io import atomic_write_text
+
+    if csv_path.exists():
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) <= step]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(csv_path, buf.getvalue())
+    if samples_path.exists():
+        keep = [ln for ln in samples_path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= step]
+        atomic_write_text(samples_path, "".join(ln + "\n" for ln in keep))
+
+
+def _optimizer(fabric: Any, params: Any, lr: float, weight_decay: float) -> Any:
+    """AdamW; DeepSpeed's CPU AdamW when ZeRO offloads the optimizer (DeepSpeed refuses torch's)."""
+    import torch
+
+    strategy = fabric.strategy
+    zero = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}) \
+        if type(strategy).__name__ == "DeepSpeedStrategy" else {}
+    if (zero.get("offload_optimizer") or {}).get("device") == "cpu":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, lr=lr, weight_decay=weight_decay, adamw_mode=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: Any, s: Any, *, hardware: Any,
+                prompt_style: str, seed: int, name: str = "stage1", resume: str | None = None,
+                log_row: Callable[[dict[str, Any], int], None] | None = None) -> dict[str, Any]:
     """Train one stage from `policy_path` (an HF folder); save the policy to `out_dir/policy`.
 
-    data: rows with `question` and `answer`. Writes `out_dir/rewards.csv` (one row per step, every
-    reward component) and `out_dir/rollouts.jsonl` (every rollout with its reward)."""
+    s: the stage's settings (`method.stage1`, a `config.RLStageConfig` or its DictConfig); hardware:
+    the `hardware` profile (Fabric strategy, precision, dtype); data: rows with `question` and
+    `answer`. Writes `out_dir/rewards.csv` (one row per step, every reward component) and
+    `out_dir/rollouts.jsonl` (every rollout with its reward); every `s.checkpoint_every` steps
+    `out_dir/checkpoints/last.ckpt` (policy, optimizer, step, RNG states, the data order), which
+    `resume` (that path) continues from. `log_row(row, step)` gets every step's row."""
     import json
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rucai import runtime
     from rucai.llm.base import SamplingParams
     from rucai.r1searcher.prompts import search_prompt
     from rucai.r1searcher.rewards import get_reward
     from rucai.r1searcher.rollout import SearchRolloutEngine, search_hf_llm, tokenize_rollout
-    from rucai.utils.io import append_csv_row, atomic_write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    reward_fn = get_reward(cfg.reward)
-    fabric = _fabric(hardware, cfg.max_grad_norm)
+    ckpt_path = out_dir / "checkpoints" / "last.ckpt"
+    reward_fn = get_reward(s.reward)
+    fabric = runtime.fabric(hardware, max_grad_norm=s.max_grad_norm)
     deepspeed = type(fabric.strategy).__name__ == "DeepSpeedStrategy"
     fabric.launch()
-    fabric.seed_everything(cfg.seed)
-    tok = AutoTokenizer.from_pretrained(policy_path)
+    tok = runtime.load_tokenizer(policy_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    dtype = torch.bfloat16 if "bf16" in str(getattr(hardware, "precision", "")) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype)
-    if cfg.gradient_checkpointing:
+    model = runtime.load_causal_lm(policy_path, hardware, dtype="auto")
+    if s.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     ref = None
-    if cfg.kl_coef > 0:
-        ref = AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype).eval().requires_grad_(False)
+    if s.kl_coef > 0:
+        ref = runtime.load_causal_lm(policy_path, hardware, dtype="auto").eval().requires_grad_(False)
         ref = fabric.to_device(ref)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optim = fabric.setup(model, optim)
+    if deepspeed:  # DeepSpeed wraps model and optimizer together
+        optim = _optimizer(fabric, model.parameters(), s.lr, s.weight_decay)
+        model, optim = fabric.setup(model, optim)
+    else:  # FSDP needs the optimizer built over the wrapped (sharded) parameters
+        model = fabric.setup_module(model)
+        optim = fabric.setup_optimizers(_optimizer(fabric, model.parameters(), s.lr, s.weight_decay))
     raw = model.module if hasattr(model, "module") else model
-    llm = search_hf_llm(model=raw, tokenizer=tok, batch_size=max(cfg.micro_batch_size, 1) * 4,
+    llm = search_hf_llm(model=raw, tokenizer=tok, batch_size=max(s.micro_batch_size, 1) * 4,
                         device=str(fabric.device))
     tok.padding_side = "left"  # HFLLM's; training pads on the right explicitly below
-    engine = SearchRolloutEngine(llm, retriever, topk=cfg.topk, max_searches=cfg.max_searches,
-                                 max_tokens_per_round=cfg.max_tokens_per_round,
-                                 max_response_tokens=cfg.max_response_tokens)
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
+    engine = SearchRolloutEngine(llm, retriever, topk=s.topk, max_searches=s.max_searches,
+                                 max_tokens_per_round=s.max_tokens_per_round,
+                                 max_response_tokens=s.max_response_tokens)
+    rng = random.Random(seed)
+    order: list[int] = []  # the data order: indices not yet drawn (a fresh permutation when short)
+    history: list[dict[str, Any]] = []
     csv_path, samples_path = out_dir / "rewards.csv", out_dir / "rollouts.jsonl"
-    history = []
-    for step in range(1, cfg.steps + 1):
+    start = 0
+    if resume:
+        state = {"model": model, "optimizer": optim, "step": 0, "order": [], "data_rng": None,
+                 "torch_rng": None, "cuda_rng": None, "history": []}
+        fabric.load(resume, state, weights_only=False)
+        start, order, history = int(state["step"]), list(state["order"]), list(state["history"])
+        rng.setstate(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if fabric.is_global_zero:
+            _truncate_logs(csv_path, samples_path, start)
+        log.info("%s: resumed from %s after step %d of %d", name, resume, start, s.steps)
+    elif fabric.is_global_zero:  # a fresh start (an earlier attempt without ckpt_path=last): no old rows
+        for p in (csv_path, samples_path, ckpt_path):
+            _remove(p)
+    fabric.barrier()
+    for step in range(start + 1, s.steps + 1):
         t_step = time.perf_counter()
-        if len(order) < cfg.prompts_per_step:
+        if len(order) < s.prompts_per_step:
             perm = list(range(len(data)))
             rng.shuffle(perm)
             order += perm
-        batch = [data[i] for i in order[:cfg.prompts_per_step]]
-        del order[:cfg.prompts_per_step]
-        questions = [r["question"] for r in batch for _ in range(cfg.n_samples)]
-        golds = [r["answer"] for r in batch for _ in range(cfg.n_samples)]
-        prompts = [search_prompt(q, cfg.prompt_style, tok) for q in questions]
+        batch = [data[i] for i in order[:s.prompts_per_step]]
+        del order[:s.prompts_per_step]
+        questions = [r["question"] for r in batch for _ in range(s.n_samples)]
+        golds = [r["answer"] for r in batch for _ in range(s.n_samples)]
+        prompts = [search_prompt(q, prompt_style, tok) for q in questions]
         raw.eval()
         t0 = time.perf_counter()
-        sp = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens_per_round,
-                            seed=cfg.seed * 100003 + step)
+        sp = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens_per_round,
+                            seed=seed * 100003 + step)
         rollouts = engine.run(questions, prompts, sp)
         t_rollout = time.perf_counter() - t0
         comps = [reward_fn(r.response, g) for r, g in zip(rollouts, golds, strict=True)]
         rewards = [c["total"] for c in comps]
-        seq_adv = group_advantages(rewards, cfg.n_samples, cfg.algo)
+        seq_adv = group_advantages(rewards, s.n_samples, s.algo)
         toks = [tokenize_rollout(tok, r) for r in rollouts]
         # sequences: prompt + response; loss positions: response tokens with mask 1
         seqs = [p + ids for p, ids, _ in toks]
@@ -233,20 +262,20 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
         if ref is not None:  # per-token log-ratio to the reference, before the update
             kl_rows = []
             with torch.no_grad():
-                for s in range(0, len(seqs), cfg.micro_batch_size):
-                    ids, att = _pad(seqs[s:s + cfg.micro_batch_size], tok.pad_token_id, fabric.device)
+                for b in range(0, len(seqs), s.micro_batch_size):
+                    ids, att = _pad(seqs[b:b + s.micro_batch_size], tok.pad_token_id, fabric.device)
                     lp, rlp = _logprobs(model, ids, att), _logprobs(ref, ids, att)
                     for row_p, row_r, a in zip(lp.tolist(), rlp.tolist(), att, strict=True):
                         n_tok = int(a.sum()) - 1
                         ref_lp_rows.append(row_r[:n_tok])
                         kl_rows.append([p - r for p, r in zip(row_p[:n_tok], row_r[:n_tok], strict=True)])
         masks_shift = [m[1:] for m in lmask]
-        adv_rows = token_advantages(seq_adv, masks_shift, cfg.algo, kl_rows if cfg.algo != "grpo" else None,
-                                    cfg.kl_coef)
+        adv_rows = token_advantages(seq_adv, masks_shift, s.algo, kl_rows if s.algo != "grpo" else None,
+                                    s.kl_coef)
         optim.zero_grad(set_to_none=True)
         loss_sum, kl_sum = 0.0, 0.0
-        for s in range(0, len(seqs), cfg.micro_batch_size):
-            chunk = slice(s, s + cfg.micro_batch_size)
+        for b in range(0, len(seqs), s.micro_batch_size):
+            chunk = slice(b, b + s.micro_batch_size)
             ids, att = _pad(seqs[chunk], tok.pad_token_id, fabric.device)
             width = ids.shape[1] - 1
             m = _pad_float(masks_shift[chunk], width, fabric.device)
@@ -254,20 +283,20 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
             lp = _logprobs(model, ids, att)
             old = lp.detach()  # one update per rollout batch: the sampling policy is the current one
             ratio = torch.exp(lp - old)
-            surr = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
+            surr = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - s.clip_eps, 1 + s.clip_eps) * adv)
             loss = -(surr * m).sum() / n_loss_tokens
-            if ref is not None and cfg.algo == "grpo":
+            if ref is not None and s.algo == "grpo":
                 rlp = _pad_float(ref_lp_rows[chunk], width, fabric.device)
                 k3 = torch.exp(rlp - lp) - (rlp - lp) - 1
                 kl_term = (k3 * m).sum() / n_loss_tokens
-                loss = loss + cfg.kl_coef * kl_term
+                loss = loss + s.kl_coef * kl_term
                 kl_sum += float(kl_term.detach())
             fabric.backward(loss)
             loss_sum += float(loss.detach())
-        grad_norm = None if deepspeed else fabric.clip_gradients(model, optim, max_norm=cfg.max_grad_norm)
+        grad_norm = None if deepspeed else fabric.clip_gradients(model, optim, max_norm=s.max_grad_norm)
         optim.step()
         n = len(rollouts)
-        row = {"stage": stage_name, "step": step,
+        row = {"stage": name, "step": step,
                "reward/total": sum(rewards) / n,
                **{f"reward/{k}": sum(c[k] for c in comps) / n for k in ("retrieval", "format", "answer")},
                "searches/mean": sum(r.num_searches for r in rollouts) / n,
@@ -278,29 +307,37 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
                "loss": loss_sum, "kl": kl_sum if ref is not None else 0.0,
                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                "time/rollout_s": t_rollout, "time/step_s": time.perf_counter() - t_step}
-        if ref is not None and cfg.algo != "grpo":
+        if ref is not None and s.algo != "grpo":
             row["kl"] = sum(sum(k * mm for k, mm in zip(kr, ms, strict=True)) for kr, ms in
                             zip(kl_rows, masks_shift, strict=True)) / n_loss_tokens
         history.append(row)
-        append_csv_row(csv_path, row)
-        for lg in loggers or []:
-            lg.log_metrics({f"{stage_name}/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=step)
-        with open(samples_path, "a", encoding="utf-8") as f:
-            for r, c in zip(rollouts, comps, strict=True):
-                f.write(json.dumps({"step": step, "question": r.question, "response": r.response,
-                                    "queries": r.queries, "finish": r.finish, "reward": c}) + "\n")
+        if fabric.is_global_zero:
+            with open(samples_path, "a", encoding="utf-8") as f:
+                for r, c in zip(rollouts, comps, strict=True):
+                    f.write(json.dumps({"step": step, "question": r.question, "response": r.response,
+                                        "queries": r.queries, "finish": r.finish, "reward": c}) + "\n")
+            append_csv_row(csv_path, row)
+            if log_row is not None:
+                log_row(row, step)
         log.info("%s step %d/%d: reward %.3f (retrieval %.3f format %.3f answer %.3f) searches %.2f "
-                 "rollout %.1fs step %.1fs", stage_name, step, cfg.steps, row["reward/total"],
+                 "rollout %.1fs step %.1fs", name, step, s.steps, row["reward/total"],
                  row["reward/retrieval"], row["reward/format"], row["reward/answer"], row["searches/mean"],
                  t_rollout, row["time/step_s"])
-    for lg in loggers or []:
-        lg.save()
+        if s.checkpoint_every and step % s.checkpoint_every == 0 and step < s.steps:
+            save_checkpoint(fabric, ckpt_path, {
+                "model": model, "optimizer": optim, "step": step, "order": list(order), "data_rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "history": history})
     raw.eval()
-    policy_dir = save_policy(raw, tok, out_dir / "policy")
-    summary = {"stage": stage_name, "steps": cfg.steps, "policy": str(policy_dir), "init_from": str(policy_path),
-               "first": history[0] if history else {}, "last": history[-1] if history else {}}
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
+    policy_dir = out_dir / "policy"
+    if fabric.is_global_zero:
+        save_policy(raw, tok, policy_dir)
+        _remove(ckpt_path)  # the stage is done: its policy replaces the step checkpoint
+    fabric.barrier()
+    return {"stage": name, "steps": s.steps, "policy": str(policy_dir), "init_from": str(policy_path),
+            "resumed_after_step": start, "first": history[0] if history else {},
+            "last": history[-1] if history else {}}
 
 
 def _pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:

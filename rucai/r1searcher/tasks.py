@@ -4,15 +4,16 @@
   r1searcher.train     one stage (`method.stage=stage1|stage2`, `method.init_from=<run dir|HF folder>`)
   r1searcher.eval      evaluate `llm.model` (or `method.init_from`) with search / RAG / no retrieval
 
-Outputs (run dir): `stage1/` and `stage2/` (`rewards.csv` per step and component, `rollouts.jsonl`,
-`policy/`, `summary.json`), `eval/` (`results.csv|md`, `samples/<mode>_<set>.jsonl`), `csv/` (the
-loggers), `metrics.json`. `debug=smoke` shrinks every stage (see `method.smoke`).
+Each part runs as a `rucai.runtime.stages.Stage` of the run dir: `stage1/` and `stage2/`
+(`rewards.csv` per step and component, `rollouts.jsonl`, `policy/`, `checkpoints/last.ckpt` while
+the stage runs, `done.json`), `eval/` (`results.csv|md`, `samples/<mode>_<set>.jsonl`, `done.json`).
+A rerun in the same dir reuses finished stages; `ckpt_path=last` continues an interrupted RL stage
+from its last step checkpoint. Settings: `method.*` (`rucai/r1searcher/config.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,19 @@ from rucai.registry import task
 
 log = logging.getLogger(__name__)
 
-_RL_KEYS = ("algo", "reward", "steps", "prompts_per_step", "n_samples", "lr", "weight_decay", "kl_coef", "clip_eps",
-            "max_grad_norm", "micro_batch_size", "temperature", "top_p", "topk", "max_searches",
-            "max_tokens_per_round", "max_response_tokens", "gradient_checkpointing")
 
+def _method(cfg: DictConfig) -> Any:
+    from rucai.r1searcher.config import check
 
-def _method(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("method") is None:
-        raise UserError("r1searcher tasks need a `method:` section: use experiment=r1searcher/smollm2")
-    return OmegaConf.to_container(cfg.method, resolve=True)
+    check(cfg.get("method"))
+    return cfg.method
 
 
 def _check_backend(cfg: DictConfig) -> None:
     from rucai.runtime import hardware
 
     hardware.check(cfg.hardware)
-    if (cfg.get("llm") or {}).get("backend") == "vllm":
+    if OmegaConf.select(cfg, "llm.backend") == "vllm":
         import torch
 
         if not torch.cuda.is_available():
@@ -60,15 +58,17 @@ def policy_folder(spec: str, cache_dir: str | None = None) -> str:
 
 
 def tiny_policy(base: str, cache_dir: str | Path, hidden: int = 32, layers: int = 2) -> str:
-    """A random-init 2-layer Llama on `base`'s tokenizer, saved once (debug=smoke: the real code
-    path at a size the CI can train in seconds)."""
+    """A random-init Llama on `base`'s tokenizer, saved once (`method.tiny_policy`, set by
+    debug=smoke: the real code path at a size the CI can train in seconds)."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rucai import runtime
 
     out = Path(cache_dir) / "r1searcher" / f"tiny_policy_h{hidden}_l{layers}"
     if (out / "config.json").is_file():
         return str(out)
-    tok = AutoTokenizer.from_pretrained(base)
+    tok = runtime.load_tokenizer(base)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
@@ -84,31 +84,49 @@ def tiny_policy(base: str, cache_dir: str | Path, hidden: int = 32, layers: int 
     return str(save_policy(model, tok, out))
 
 
-def build_retriever(m: dict, cfg: DictConfig) -> tuple[Any, Any]:
-    """(retriever, server or None). service: inprocess | http (a local service for this run) | url."""
+def build_retriever(cfg: DictConfig) -> tuple[Any, Any]:
+    """(retriever, server or None) from `method.retriever`; service: inprocess | http (a local
+    service for this run) | url."""
     from rucai.retrieval import load_retriever
     from rucai.retrieval.index import ensure_index
 
-    r = m.get("retriever") or {}
-    service = r.get("service", "inprocess")
-    if service == "url":
-        if not r.get("url"):
+    r = cfg.method.retriever
+    if r.service == "url":
+        if not r.url:
             raise UserError("method.retriever.service=url needs method.retriever.url=http://127.0.0.1:<port>")
-        return load_retriever(r["url"]), None
-    kinds = list(r.get("kinds") or ["bm25"])
-    folder = ensure_index(r["index_dir"], r.get("source", "hotpotqa_contexts"), r["input"], kinds,
-                          words=int(r.get("words", 100)), limit=r.get("limit"))
-    local = load_retriever(folder, kind=r.get("kind") or kinds[0])
-    if service == "inprocess":
+        return load_retriever(r.url), None
+    kinds = list(r.kinds)
+    folder = ensure_index(r.index_dir, r.source, r.input, kinds, words=int(r.words), limit=r.limit)
+    local = load_retriever(folder, kind=r.kind)
+    if r.service == "inprocess":
         return local, None
-    if service == "http":
-        from rucai.retrieval.service import BackgroundServer, HTTPRetriever
+    from rucai.retrieval.service import BackgroundServer, HTTPRetriever
 
-        server = BackgroundServer(local, host=r.get("host", "127.0.0.1"), port=int(r.get("port", 0)))
-        url = server.__enter__()
-        log.info("retrieval service for this run: %s", url)
-        return HTTPRetriever(url), server
-    raise UserError(f"method.retriever.service={service!r}; valid: inprocess, http, url")
+    server = BackgroundServer(local, host=r.host, port=int(r.port))
+    url = server.__enter__()
+    log.info("retrieval service for this run: %s", url)
+    return HTTPRetriever(url), server
+
+
+class Retrieval:
+    """The run's retriever, built on first use (a rerun whose stages are all done builds none);
+    the service it started stops on exit."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg, self._retriever, self._server = cfg, None, None
+
+    def get(self) -> Any:
+        if self._retriever is None:
+            self._retriever, self._server = build_retriever(self.cfg)
+        return self._retriever
+
+    def __enter__(self) -> Retrieval:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self._server.__exit__()
+            self._server = None
 
 
 def _load_rows(data_dir: str, name: str) -> list[dict]:
@@ -120,87 +138,71 @@ def _load_rows(data_dir: str, name: str) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def _stage_cfg(m: dict, stage: str, smoke: bool, seed: int) -> Any:
-    from rucai.r1searcher.rl import RLConfig
-
-    s = dict(m.get(stage) or {})
-    kw = {k: s[k] for k in _RL_KEYS if k in s}
-    if smoke:
-        sm = m.get("smoke") or {}
-        for k in ("steps", "prompts_per_step", "n_samples", "max_tokens_per_round", "max_searches"):
-            if k in sm:
-                kw[k] = min(int(sm[k]), int(kw.get(k, sm[k])))
-        kw["max_response_tokens"] = int(sm.get("max_response_tokens", 64))
-    from rucai.r1searcher.prompts import PROMPT_STYLES
-
-    style = m.get("prompt_style", "chat")
-    if style not in PROMPT_STYLES:
-        raise UserError(f"method.prompt_style={style!r}; valid: {', '.join(PROMPT_STYLES)}")
-    return RLConfig(prompt_style=style, seed=seed, **kw)
+def initial_policy(cfg: DictConfig) -> str:
+    """`method.init_from` (or `llm.model`) as an HF folder; `method.tiny_policy` swaps in a random
+    tiny Llama on its tokenizer."""
+    m = cfg.method
+    init = policy_folder(m.init_from or cfg.llm.model, OmegaConf.select(cfg, "llm.cache_dir"))
+    if m.tiny_policy is not None:
+        init = tiny_policy(init, cfg.paths.cache_dir, int(m.tiny_policy.hidden), int(m.tiny_policy.layers))
+    return init
 
 
-def _loggers(cfg: DictConfig) -> list:
-    from rucai.tasks import _instantiate_all
-
-    return _instantiate_all(cfg.logger)
-
-
-def run_stage(cfg: DictConfig, m: dict, stage: str, init_from: str, retriever: Any, out: Path,
-              loggers: list) -> dict:
+def run_stage(cfg: DictConfig, stage: Any, init_from: str, retriever: Any, step_offset: int = 0) -> dict:
+    """One RL stage (`stage.name`: stage1 | stage2) in `stage.dir`, resuming under ckpt_path=last."""
+    from rucai import runtime
     from rucai.r1searcher.rl import train_stage
 
-    rl_cfg = _stage_cfg(m, stage, bool(cfg.smoke), int(cfg.seed))
-    data = _load_rows(cfg.paths.data_dir, (m.get(stage) or {}).get("data", f"r1searcher_{stage}_train"))
-    log.info("%s: %d training questions, %s", stage, len(data), rl_cfg)
-    return train_stage(init_from, out / stage, data, retriever, rl_cfg, cfg.hardware, loggers, stage)
+    s = cfg.method[stage.name]
+    data = _load_rows(cfg.paths.data_dir, s.data)
+    log.info("%s: %d training questions from %s, policy %s", stage.name, len(data), s.data, init_from)
+    runtime.seed(cfg)
+
+    def log_row(row: dict, step: int) -> None:  # one step axis over both stages of a run
+        runtime.log_metrics(cfg, {f"{stage.name}/{k}": v for k, v in row.items()}, step + step_offset)
+
+    return train_stage(init_from, stage.dir, data, retriever, s, hardware=cfg.hardware,
+                       prompt_style=cfg.method.prompt_style, seed=int(cfg.seed), name=stage.name,
+                       resume=stage.resume_checkpoint(), log_row=log_row)
 
 
-def run_eval(cfg: DictConfig, m: dict, model_path: str | None, retriever: Any, out: Path) -> dict:
+def run_eval(cfg: DictConfig, stage: Any, model_path: str | None, retriever: Any, step: int = 0) -> dict:
+    """Evaluate `model_path` (or `llm.model`) into `stage.dir`; every model and tokenizer of the hf
+    backend loads through `rucai.runtime`."""
+    from rucai import runtime
     from rucai.llm import build as build_llm
-    from rucai.r1searcher.evaluate import EVAL_SETS, MODES, evaluate
+    from rucai.r1searcher.evaluate import evaluate
     from rucai.r1searcher.rollout import search_hf_llm
 
-    e = dict(m.get("eval") or {})
-    limit, max_tokens = e.get("limit"), int(e.get("max_tokens", 512))
-    if cfg.smoke:
-        sm = m.get("smoke") or {}
-        limit = int(sm.get("eval_limit", 2))
-        max_tokens = min(max_tokens, int(sm.get("eval_max_tokens", 24)))
-        if sm.get("eval_sets"):
-            e["sets"] = list(sm["eval_sets"])
+    m, e = cfg.method, cfg.method.eval
     llm_cfg = OmegaConf.to_container(cfg.llm, resolve=True)
     if model_path:
         llm_cfg["model"] = model_path
-    if llm_cfg.get("backend") == "hf":
-        args = {k: v for k, v in llm_cfg.items() if k not in ("backend", "name")}
-        args["model"] = policy_folder(args["model"], args.get("cache_dir"))
-        llm = search_hf_llm(**args, hardware=cfg.hardware)
-        tokenizer = llm.tokenizer
+    if llm_cfg["backend"] == "hf":
+        path = policy_folder(llm_cfg["model"], llm_cfg.get("cache_dir"))
+        model = runtime.load_causal_lm(path, cfg.hardware, dtype=llm_cfg.get("dtype") or "auto",
+                                       trust_remote_code=bool(llm_cfg.get("trust_remote_code")))
+        tokenizer = runtime.load_tokenizer(llm_cfg.get("tokenizer") or path,
+                                           trust_remote_code=bool(llm_cfg.get("trust_remote_code")))
+        loaded = ("backend", "name", "model", "tokenizer", "gguf_file", "convert_gguf", "cache_dir", "dtype",
+                  "trust_remote_code")
+        llm = search_hf_llm(model=model, tokenizer=tokenizer, hardware=cfg.hardware,
+                            **{k: v for k, v in llm_cfg.items() if k not in loaded})
     else:
         llm = build_llm(llm_cfg, hardware=cfg.hardware)
-        from transformers import AutoTokenizer
-
-        tokenizer = getattr(llm, "tokenizer", None) or AutoTokenizer.from_pretrained(llm_cfg["model"])
+        tokenizer = getattr(llm, "tokenizer", None) or runtime.load_tokenizer(llm_cfg["model"])
     judge = None
-    if e.get("judge") == "self":
+    if e.judge == "self":
         judge = llm
-    elif isinstance(e.get("judge"), dict):
-        judge = build_llm(e["judge"], hardware=cfg.hardware)
-    metrics = evaluate(llm, tokenizer, retriever, cfg.paths.data_dir, out / "eval",
-                       list(e.get("sets") or EVAL_SETS), list(e.get("modes") or MODES), limit,
-                       style=m.get("prompt_style", "chat"), topk=int(e.get("topk", 5)),
-                       max_rounds=int(e.get("max_rounds", 9)), max_tokens=max_tokens, judge_llm=judge)
-    llm.close()
-    return metrics
-
-
-def _finish(cfg: DictConfig, out: Path, metrics: dict, name: str, t0: float) -> dict:
-    from rucai.utils.io import atomic_write_json, atomic_write_text
-
-    atomic_write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    metrics = {"experiment": cfg.experiment_name, "task": name, "status": "completed",
-               "seconds": round(time.perf_counter() - t0, 1)} | metrics
-    atomic_write_json(out / "metrics.json", metrics)
+    elif OmegaConf.is_dict(e.judge):
+        judge = build_llm(OmegaConf.to_container(e.judge, resolve=True), hardware=cfg.hardware)
+    try:
+        metrics = evaluate(llm, tokenizer, retriever, cfg.paths.data_dir, stage.dir, list(e.sets), list(e.modes),
+                           e.limit, style=m.prompt_style, topk=int(e.topk), max_rounds=int(e.max_rounds),
+                           max_tokens=int(e.max_tokens), judge_llm=judge)
+    finally:
+        llm.close()
+    runtime.log_metrics(cfg, metrics, step)
     return metrics
 
 
@@ -215,66 +217,45 @@ def _stage_metrics(summary: dict, stage: str) -> dict:
 
 @task("r1searcher.pipeline")
 def pipeline(cfg: DictConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    _check_backend(cfg)
+    from rucai.runtime.stages import Stage
+
     m = _method(cfg)
-    out = Path(cfg.paths.output_dir)
-    retriever, server = build_retriever(m, cfg)
-    loggers = _loggers(cfg)
-    metrics: dict[str, Any] = {}
-    try:
-        init = policy_folder(m.get("init_from") or cfg.llm.model, cfg.llm.get("cache_dir"))
-        if cfg.smoke and (m.get("smoke") or {}).get("tiny_policy", True):
-            init = tiny_policy(init, cfg.paths.cache_dir)
-        s1 = run_stage(cfg, m, "stage1", init, retriever, out, loggers)
-        metrics |= _stage_metrics(s1, "stage1")
-        s2 = run_stage(cfg, m, "stage2", s1["policy"], retriever, out, loggers)  # hand-off: stage 1's weights
-        metrics |= _stage_metrics(s2, "stage2")
-        metrics |= run_eval(cfg, m, s2["policy"], retriever, out)
-    finally:
-        if server is not None:
-            server.__exit__()
-    return _finish(cfg, out, metrics, "r1searcher.pipeline", t0)
+    _check_backend(cfg)
+    steps1, steps2 = int(m.stage1.steps), int(m.stage2.steps)
+    with Retrieval(cfg) as retrieval:
+        s1 = Stage(cfg, "stage1").run(lambda st: run_stage(cfg, st, initial_policy(cfg), retrieval.get()))
+        # the hand-off: stage 2 starts from stage 1's saved policy
+        s2 = Stage(cfg, "stage2").run(lambda st: run_stage(cfg, st, s1["policy"], retrieval.get(), steps1))
+        ev = Stage(cfg, "eval").run(lambda st: run_eval(cfg, st, s2["policy"], retrieval.get(), steps1 + steps2))
+    return _stage_metrics(s1, "stage1") | _stage_metrics(s2, "stage2") | ev
 
 
 @task("r1searcher.train")
 def train(cfg: DictConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    _check_backend(cfg)
+    from rucai.runtime.stages import Stage
+
     m = _method(cfg)
-    stage = m.get("stage", "stage1")
-    if stage not in ("stage1", "stage2"):
-        raise UserError(f"method.stage={stage!r}; valid: stage1, stage2")
-    init = m.get("init_from")
-    if stage == "stage2" and not init:
+    _check_backend(cfg)
+    if m.stage == "stage2" and not m.init_from:
         raise UserError("method.stage=stage2 needs method.init_from=<stage-1 run dir> (its stage1/policy is loaded)")
-    out = Path(cfg.paths.output_dir)
-    retriever, server = build_retriever(m, cfg)
-    try:
-        src = policy_folder(init or cfg.llm.model, cfg.llm.get("cache_dir"))
-        if init and stage == "stage2":
-            p = Path(init).expanduser() / "stage1" / "policy"
-            src = str(p) if (p / "config.json").is_file() else src
-        elif cfg.smoke and (m.get("smoke") or {}).get("tiny_policy", True):
-            src = tiny_policy(src, cfg.paths.cache_dir)
-        s = run_stage(cfg, m, stage, src, retriever, out, _loggers(cfg))
-    finally:
-        if server is not None:
-            server.__exit__()
-    return _finish(cfg, out, _stage_metrics(s, stage) | {"policy": s["policy"]}, "r1searcher.train", t0)
+
+    def source() -> str:
+        if m.stage == "stage2":
+            p = Path(m.init_from).expanduser() / "stage1" / "policy"
+            return str(p) if (p / "config.json").is_file() else policy_folder(m.init_from)
+        return initial_policy(cfg)
+
+    with Retrieval(cfg) as retrieval:
+        s = Stage(cfg, m.stage).run(lambda st: run_stage(cfg, st, source(), retrieval.get()))
+    return _stage_metrics(s, m.stage) | {"policy": s["policy"]}
 
 
 @task("r1searcher.eval")
 def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    _check_backend(cfg)
+    from rucai.runtime.stages import Stage
+
     m = _method(cfg)
-    out = Path(cfg.paths.output_dir)
-    retriever, server = build_retriever(m, cfg)
-    try:
-        init = m.get("init_from")
-        metrics = run_eval(cfg, m, policy_folder(init) if init else None, retriever, out)
-    finally:
-        if server is not None:
-            server.__exit__()
-    return _finish(cfg, out, metrics, "r1searcher.eval", t0)
+    _check_backend(cfg)
+    with Retrieval(cfg) as retrieval:
+        return Stage(cfg, "eval").run(
+            lambda st: run_eval(cfg, st, policy_folder(m.init_from) if m.init_from else None, retrieval.get()))

@@ -8,11 +8,14 @@
 Build: `python -m rucai.retrieval build --source hotpotqa_contexts --input <jsonl> --out <dir>`;
 serve: `python -m rucai.retrieval serve --index <dir>`; in process: `load_retriever(<dir>)`.
 Every retriever has `search(queries: list[str], k) -> list[list[Passage]]`.
-Heavy imports (bm25s, faiss, torch) stay inside functions.
+Backends register themselves (`rucai.retrieval.base.register_retriever`); importing this package
+imports the backend modules so `load_retriever` finds them. Heavy imports (bm25s, faiss, torch)
+stay inside functions.
 """
 
 from __future__ import annotations
 
-from rucai.retrieval.base import Passage, Retriever, format_documents, load_retriever
+from rucai.retrieval import index, service  # noqa: F401 - backends register on import
+from rucai.retrieval.base import Passage, Retriever, format_documents, load_retriever, register_retriever
 
-__all__ = ["Passage", "Retriever", "format_documents", "load_retriever"]
+__all__ = ["Passage", "Retriever", "format_documents", "load_retriever", "register_retriever"]

@@ -45,6 +45,9 @@ def _bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rucai.retrieval.base import index_kinds
+
+    kinds = index_kinds()  # the registered backends (rucai.retrieval imports them)
     p = argparse.ArgumentParser(prog="python -m rucai.retrieval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -52,23 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--source", required=True, choices=["hotpotqa_contexts", "kilt", "jsonl", "tsv"])
     b.add_argument("--input", required=True)
     b.add_argument("--out", required=True)
-    b.add_argument("--kinds", nargs="+", default=["bm25"], choices=["bm25", "dense"])
+    b.add_argument("--kinds", nargs="+", default=["bm25"], choices=kinds)
     b.add_argument("--words", type=int, default=100, help="passage length in words (kilt)")
     b.add_argument("--limit", type=int, default=None, help="stop after this many passages")
     b.add_argument("--encoder", default="all-minilm-l6-v2")
     s = sub.add_parser("serve", help="serve an index over HTTP")
     s.add_argument("--index", required=True)
-    s.add_argument("--kind", default=None, choices=["bm25", "dense"])
+    s.add_argument("--kind", default=None, choices=kinds)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
     q = sub.add_parser("search", help="print the top-k passages of one query")
     q.add_argument("--index", required=True)
-    q.add_argument("--kind", default=None, choices=["bm25", "dense"])
+    q.add_argument("--kind", default=None, choices=kinds)
     q.add_argument("query")
     q.add_argument("-k", type=int, default=3)
     e = sub.add_parser("bench", help="queries/s, one query per call vs batched")
     e.add_argument("--index", required=True)
-    e.add_argument("--kind", nargs="+", default=["bm25"], choices=["bm25", "dense"])
+    e.add_argument("--kind", nargs="+", default=["bm25"], choices=kinds)
     e.add_argument("--queries", required=True, help="JSONL with a 'question' field")
     e.add_argument("-n", type=int, default=256)
     e.add_argument("-k", type=int, default=3)

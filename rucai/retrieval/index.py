@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rucai.errors import UserError
-from rucai.retrieval.base import INDEX_META, Passage, Retriever
+from rucai.retrieval.base import INDEX_META, Passage, Retriever, index_class, index_kinds, register_retriever
 from rucai.retrieval.corpus import write_passages
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ def _tokenize(texts: Sequence[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
+@register_retriever("bm25")
 class BM25Index(Retriever):
-    kind = "bm25"
 
     def __init__(self, passages: list[Passage], model: Any, n_threads: int = 1) -> None:
         self.passages = passages
@@ -78,8 +78,8 @@ class BM25Index(Retriever):
         return out
 
 
+@register_retriever("dense")
 class DenseIndex(Retriever):
-    kind = "dense"
 
     def __init__(self, passages: list[Passage], index: Any, encoder: Any, encoder_name: str,
                  batch_size: int = 64) -> None:
@@ -142,15 +142,16 @@ def build_index(passages: list[Passage], out: str | Path, kinds: Sequence[str] =
     from rucai.utils.io import atomic_write_json
 
     out = Path(out).expanduser()
-    bad = sorted(set(kinds) - {"bm25", "dense"})
+    bad = sorted(set(kinds) - set(index_kinds()))
     if bad:
-        raise UserError(f"unknown index kind(s) {', '.join(bad)}; valid: bm25, dense")
+        raise UserError(f"unknown index kind(s) {', '.join(bad)}; valid: {', '.join(index_kinds())}")
     out.mkdir(parents=True, exist_ok=True)
     (out / INDEX_META).unlink(missing_ok=True)
     write_passages(passages, out / "passages.jsonl")
     for kind in kinds:
         log.info("building %s index over %d passages", kind, len(passages))
-        idx = BM25Index.build(passages) if kind == "bm25" else DenseIndex.build(passages, encoder=encoder)
+        options = {"dense": {"encoder": encoder}}.get(kind, {})
+        idx = index_class(kind).build(passages, **options)
         idx.save(out)
     atomic_write_json(out / INDEX_META, {"kinds": list(kinds), "num_passages": len(passages),
                                          "encoder": encoder if "dense" in kinds else None,

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rucai.errors import UserError
-from rucai.retrieval.base import Passage, Retriever
+from rucai.retrieval.base import Passage, Retriever, register_retriever
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,9 @@ class BackgroundServer:
         self.server.server_close()
 
 
+@register_retriever("http", url_schemes=("http://", "https://"))
 class HTTPRetriever(Retriever):
     """Client for the service: the same `search()` as an in-process index."""
-
-    kind = "http"
 
     def __init__(self, url: str, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")

@@ -193,9 +193,12 @@ def fabric(hw: Any, max_grad_norm: float | None = None) -> Any:
 
 
 def torch_dtype(dtype: Any, hw: Any = None, device: str | None = None) -> Any:
-    """`auto` -> bf16 when the profile's precision or the device says so, else fp32; or a name."""
+    """`auto` -> bf16 when the profile's precision or the device says so, else fp32; `checkpoint`
+    -> the checkpoint's own dtypes (transformers' "auto", e.g. FP8 weights); or a name."""
     import torch
 
+    if dtype == "checkpoint":
+        return "auto"
     if dtype in (None, "auto"):
         prec = str(_hw_get(hw, "precision") or "")
         if "bf16" in prec or (device or "").startswith("cuda") and not prec.startswith("32"):
@@ -207,7 +210,7 @@ def torch_dtype(dtype: Any, hw: Any = None, device: str | None = None) -> Any:
         return dtype
     out = getattr(torch, str(dtype), None)
     if not isinstance(out, torch.dtype):
-        raise UserError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16")
+        raise UserError(f"dtype={dtype!r}: use auto, checkpoint, float32, bfloat16 or float16")
     return out
 
 

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 DONE = "done.json"
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """True in the process that writes run records (global rank 0; always outside distributed runs)."""
     import os
 
     for var in ("RANK", "SLURM_PROCID"):
@@ -78,7 +79,7 @@ class Stage:
     def finish(self, result: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
         from rucai.utils.io import atomic_write_json
 
-        if _is_rank_zero():
+        if is_rank_zero():
             atomic_write_json(self.done_path, {"stage": self.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                "seconds": seconds, "result": result})
         return result
