@@ -45,6 +45,8 @@ class StartEpoch(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start_epoch = trainer.current_epoch
+        # a run resumed mid-epoch gets no on_train_epoch_start for that epoch: time it from here
+        self._t0 = self._t_last = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = self._t_last = time.perf_counter()

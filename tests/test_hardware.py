@@ -127,3 +127,18 @@ def test_too_many_devices_requested():
         hardware.check(hw, n_gpus=2)
     hardware.check(hw, n_gpus=8)
     hardware.check(_hw("cpu"), n_gpus=0)
+
+
+def test_sweep_dirs_resolve_before_hydra_sets_its_config():
+    """A sweep resolves `hydra.sweep.dir` (and the SLURM launcher its submitit folder) before Hydra
+    sets the HydraConfig singleton, so neither may go through the `${hydra:...}` resolver."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_config("experiment=sasrec/office", "cluster=slurm", hydra_config=True)
+    HydraConfig.instance().cfg = None
+    try:
+        assert "/sasrec/office/multirun/" in str(cfg.hydra.sweep.dir)
+        assert "/sasrec/office/runs/" in str(cfg.hydra.run.dir)
+        assert str(cfg.hydra.launcher.submitit_folder).endswith("/.submitit/%j")
+    finally:
+        HydraConfig.instance().set_config(cfg)

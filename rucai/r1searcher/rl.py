@@ -190,7 +190,11 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
     tok = runtime.load_tokenizer(policy_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = runtime.load_causal_lm(policy_path, hardware, dtype="auto")
+    # trained weights: fp32 masters under "*-mixed" precision (bf16 weights would round lr-2e-6 updates
+    # away), except under DeepSpeed, which keeps its own fp32 master copy in the optimizer
+    precision = str(getattr(hardware, "precision", "") or "")
+    model = runtime.load_causal_lm(policy_path, hardware,
+                                   dtype="float32" if precision.endswith("-mixed") and not deepspeed else "auto")
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     ref = None
