@@ -54,7 +54,9 @@ def _overrides(run_dir: Path) -> dict[str, str]:
 def _run_dirs(root: Path) -> set[Path]:
     found = {p.parent for p in root.rglob("metrics.json")}
     found |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-    return {d for d in found if ".submitit" not in d.parts}
+    found = {d for d in found if ".submitit" not in d.parts}
+    # a run's own sub-processes (a DDP pipeline's per-stage records) are part of that run, not runs
+    return {d for d in found if not any(a in found for a in d.parents)}
 
 
 def _natural(path: str) -> list:

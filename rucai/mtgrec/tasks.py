@@ -68,19 +68,6 @@ def _val_subset(dm, n: int | None, seed: int):
     return DataLoader(Subset(ds, idx), batch_size=loader.batch_size, shuffle=False, collate_fn=loader.collate_fn)
 
 
-def _last_every_epoch(trainer) -> None:
-    """What `runtime.trainer(monitor=False)` promises, made to hold with Lightning 2.6 (until the
-    runtime does it itself): no early stopping (runtime.instantiate_all keeps the entry its None
-    override should drop) and `last.ckpt` after every epoch (Lightning writes `last` only together
-    with a top-k checkpoint, so keep the latest epoch's file, save_top_k=1 without a monitor)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, EarlyStopping)]
-    for c in trainer.callbacks:
-        if isinstance(c, ModelCheckpoint) and c.monitor is None and c.save_top_k == 0:
-            c.save_top_k = 1
-
-
 # ----------------------------------------------------------------------------- stage 1
 
 
@@ -154,7 +141,6 @@ def pretrain_stage(cfg: DictConfig, stage) -> dict[str, Any]:
     # monitor=False: no validation during pre-training (authors: val_delay 199), last.ckpt every epoch
     trainer = runtime.trainer(cfg, stage.dir, max_epochs=epochs, gradient_clip_val=float(pt.max_grad_norm),
                               callbacks=[cb], monitor=False)
-    _last_every_epoch(trainer)
     probe = runtime.probe(trainer)
     ckpt = stage.resume_checkpoint()
     t0 = time.perf_counter()

@@ -49,11 +49,10 @@ def instantiate_all(section: Any, **overrides: dict[str, Any]) -> list[Any]:
         return []
     out = []
     for name, conf in section.items():
+        if name in overrides and overrides[name] is None:
+            continue  # an override of None drops the entry
         if isinstance(conf, DictConfig) and "_target_" in conf:
-            kw = overrides.get(name) or {}
-            if kw is None:
-                continue
-            out.append(instantiate(conf, **kw))
+            out.append(instantiate(conf, **(overrides.get(name) or {})))
     return out
 
 
@@ -150,7 +149,9 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
     ckpt_dir = root / "checkpoints"
     cb_over: dict[str, Any] = {"model_checkpoint": {"dirpath": str(ckpt_dir)}}
     if not monitor:
-        cb_over = {"model_checkpoint": {"dirpath": str(ckpt_dir), "monitor": None, "save_top_k": 0,
+        # monitor=None, top-1: the newest epoch's checkpoint (Lightning writes last.ckpt only when it
+        # saved a top-k checkpoint in that epoch, so save_top_k=0 would leave no per-epoch last.ckpt)
+        cb_over = {"model_checkpoint": {"dirpath": str(ckpt_dir), "monitor": None, "save_top_k": 1,
                                         "filename": "epoch_{epoch:03d}"},
                    "early_stopping": None}
     cbs = instantiate_all(cfg.get("callbacks"), **cb_over)
