@@ -282,6 +282,7 @@ def test_prune_errors_are_one_line(tmp_path):
         prune_checkpoint(tmp_path / "src", tmp_path / "d4", {0: [0], 1: [1]})
 
 
+@pytest.mark.bench
 def test_prune_rss_stays_near_one_shard(tmp_path):
     """Peak RSS of the streamed pruner (fresh process) does not grow with the checkpoint."""
     from rucai.easyep.bench import rss_benchmark

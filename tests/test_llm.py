@@ -313,15 +313,14 @@ def test_openai_request_mapping():
         max_tokens=3, n=1, temperature=0.0)
 
 
+@pytest.mark.timeout(120)  # bounded retries: a hang fails here (timing itself is not asserted)
 def test_openai_unreachable_is_one_line():
     url = f"http://127.0.0.1:{_free_port()}/v1"
     m = rllm.build({"backend": "openai", "model": "m", "base_url": url, "max_retries": 1,
                     "retry_backoff_s": 0.01, "timeout_s": 5})
-    t0 = time.perf_counter()
     with pytest.raises(UserError) as e:
         m.generate(["hi", [{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4))
     assert url in one_line(e) and "cannot be reached" in str(e.value)
-    assert time.perf_counter() - t0 < 10
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):

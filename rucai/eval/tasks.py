@@ -40,6 +40,9 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
     hardware.check(cfg.hardware)
     out_dir = Path(cfg.paths.output_dir)
     s = _settings(cfg)
+    from rucai.llm import check as check_llm
+
+    check_llm(cfg.llm, cfg.hardware)  # a backend that cannot run here fails before the data loads
     bench = instantiate(cfg.data, _convert_="all")
     problems = bench.load()
     if s["max_problems"]:

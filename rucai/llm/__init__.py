@@ -73,3 +73,14 @@ def build(cfg_llm: Any, hardware: Any = None, **overrides: Any) -> LLM:
     if "hardware" in params:
         kwargs["hardware"] = hardware
     return cls(**kwargs)
+
+
+def check(cfg_llm: Any, hardware: Any = None) -> None:
+    """Fail in one line, before any data or model is loaded, when the configured backend cannot run
+    here (vLLM without a GPU or without the package)."""
+    if cfg_llm is None or (cfg_llm.get("backend") if hasattr(cfg_llm, "get") else None) != "vllm":
+        return
+    from rucai.llm.vllm import check_available
+
+    tp = cfg_llm.get("tensor_parallel_size") or (hardware.get("tensor_parallel_size") if hardware is not None else 1)
+    check_available(int(tp or 1), bool(cfg_llm.get("allow_cpu", False)))

@@ -36,11 +36,9 @@ def _check_backend(cfg: DictConfig) -> None:
     from rucai.runtime import hardware
 
     hardware.check(cfg.hardware)
-    if OmegaConf.select(cfg, "llm.backend") == "vllm":
-        import torch
+    from rucai.llm import check as check_llm
 
-        if not torch.cuda.is_available():
-            raise UserError("llm=vllm needs a CUDA GPU (none visible); use llm=hf or llm=smollm2 on CPU")
+    check_llm(cfg.get("llm"), cfg.hardware)
 
 
 def policy_folder(spec: str, cache_dir: str | None = None) -> str:
