@@ -303,7 +303,7 @@ def test_method_defaults_are_the_authors_settings():
     assert (pt.stages, pt.epochs, pt.lr, pt.warmup_steps, pt.tau, pt.max_grad_norm) == \
         ([60, 20, 20, 20, 20, 20, 20], 200, 5e-3, 10000, 1.0, 1.0)
     assert pt.influence_train_examples is None and pt.influence_val_examples is None and pt.val_users is None
-    assert (ft.lr, ft.epochs, ft.patience, ft.test_num_beams, ft.warmup_steps) == (2e-4, 100, 10, 50, 0)
+    assert (ft.epochs, ft.patience, ft.warmup_steps) == (100, 10, 0)
     assert {f.name for f in fields(RQVAESettings)} == {f.name for f in fields(RQVAEConfig)} - {"seed", "keep_last"}
 
 
@@ -314,7 +314,7 @@ def test_paper_experiments_keep_the_paper_settings(exp, layers, k):
     assert m.tokenizers.num_tokenizers == k and m.tokenizers.rqvae.epochs == 10000
     assert m.pretrain.epochs == 200 and list(m.pretrain.stages) == [60, 20, 20, 20, 20, 20, 20]
     assert m.pretrain.warmup_steps == 10000 and m.pretrain.influence_train_examples is None
-    assert (m.finetune.lr, m.finetune.epochs, m.finetune.patience) == (2e-4, 100, 10)
+    assert (cfg.model.lr, cfg.model.test_num_beams, m.finetune.epochs, m.finetune.patience) == (2e-4, 50, 100, 10)
     assert cfg.data.max_users is None and cfg.data.batch_size == 256
     assert cfg.model.num_layers == cfg.model.num_decoder_layers == layers and cfg.model.d_model == 128
     assert cfg.model.constrained is False

@@ -74,13 +74,14 @@ class FinetuneConfig:
     # best (validation NDCG@10 of the pre-trained model) | last | an index. Authors' finetune.sh
     # grid-searches 4 pre-training checkpoints x 7-8 tokenizers; we fine-tune once (README)
     tokenizer: Any = "best"
-    lr: float = 2e-4  # finetune.sh (ftconfig.yaml says 1e-3)
+    # the fine-tuned model's own settings live in `model` (conf/model/tiger.yaml keys) like any TIGER:
+    # its learning rate is model.lr (finetune.sh: 2e-4) and its test beams model.test_num_beams (50),
+    # so `model.lr=1e-3,5e-4` sweeps the fine-tuning learning rate
     warmup_steps: int = 0
     epochs: int = 100
     patience: int = 10  # early stopping on the monitored validation metric (cfg.monitor)
     val_every: int = 1  # eval_interval
     val_users: Any = None  # null: all validation users (val_ratio 1.0)
-    test_num_beams: int = 50
     max_grad_norm: float = 1.0
 
 

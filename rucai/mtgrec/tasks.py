@@ -209,8 +209,8 @@ def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None) -> di
         raise UserError(f"method.finetune.tokenizer={which}; must be best, last or 0..{len(all_toks) - 1}")
     runtime.seed(cfg)
     dm = _datamodule(cfg)
-    model = _model(cfg, dm, [all_toks[k]], manifest, lr=float(ft.lr), warmup=int(ft.warmup_steps),
-                   test_num_beams=int(ft.test_num_beams))
+    model = _model(cfg, dm, [all_toks[k]], manifest, lr=float(cfg.model.lr), warmup=int(ft.warmup_steps),
+                   test_num_beams=cfg.model.test_num_beams)
     if summary:
         state = torch.load(_stage(cfg, "pretrain").dir / "model.pt", map_location="cpu", weights_only=True)["t5"]
         model.t5.load_state_dict(state)
