@@ -96,58 +96,31 @@ class RNGState(L.Callback):
 class SignalCheckpoint(L.Callback):
     """Saves `<dirpath>/last.ckpt` when SLURM's pre-timeout signal (submitit: SIGUSR2) or SIGTERM
     arrives, mid-epoch, at the end of the training batch in flight; then hands the signal to the
-    handler that was installed before (submitit requeues the job, Lightning stops on SIGTERM).
-    A requeued job rerun with `ckpt_path=last` continues from that step, so a slow allocation still
-    makes progress between requeues."""
+    handler that was installed before (submitit requeues the job, Lightning stops on SIGTERM); see
+    `rucai.runtime.signals`. A requeued job rerun with `ckpt_path=last` continues from that step,
+    so a slow allocation still makes progress between requeues."""
 
     def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGUSR2", "SIGTERM")) -> None:
+        from rucai.runtime.signals import PendingSignals
+
         self.dirpath = Path(dirpath)
-        self.signals = signals
-        self.pending: int | None = None
-        self._previous: dict[int, object] = {}
+        self.signals = PendingSignals(signals)
         self.saved_at_step: int | None = None
 
-    def _handler(self, signum, frame) -> None:
-        self.pending = signum
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import signal
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for name in self.signals:
-            sig = getattr(signal, name, None)
-            if sig is None:
-                continue
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handler)
+        self.signals.install()  # after Lightning's own SIGTERM handler, which it then forwards to
 
     def _handle_pending(self, trainer: L.Trainer) -> None:
         import logging
-        import signal
 
-        if self.pending is None:
+        if self.signals.pending is None:
             return
-        signum, self.pending = self.pending, None
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(str(path))
         self.saved_at_step = trainer.global_step
-        logging.getLogger(__name__).warning("signal %d: saved %s at step %d", signum, path, trainer.global_step)
-        prev = self._previous.get(signum)
-        self._restore()
-        if callable(prev):
-            prev(signum, None)
-        elif prev == signal.SIG_DFL:
-            signal.raise_signal(signum)
-
-    def _restore(self) -> None:
-        import signal
-
-        for sig, prev in self._previous.items():
-            if prev is not None:
-                signal.signal(sig, prev)
-        self._previous = {}
+        logging.getLogger(__name__).warning("signal %d: saved %s at step %d", self.signals.pending, path,
+                                            trainer.global_step)
+        self.signals.forward()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._handle_pending(trainer)
@@ -156,4 +129,4 @@ class SignalCheckpoint(L.Callback):
         self._handle_pending(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
+        self.signals.restore()

@@ -507,6 +507,35 @@ def test_sigkilled_stage_resumes_under_ckpt_path_last(tmp_path):
     assert _steps(run)[0] == [1, 2, 3]
 
 
+@pytest.mark.slow
+@needs_data("multihop_qa", "r1searcher_stage1_train.jsonl")
+def test_sigterm_checkpoints_the_step_in_flight_and_resumes(tmp_path):
+    """SLURM's pre-emption / pre-timeout signal mid-step: the step in flight ends, a checkpoint is
+    saved although checkpoint_every is far away, the run records `interrupted`, and the rerun with
+    ckpt_path=last continues after that step."""
+    run = tmp_path / "run"
+    args = [*SMOKE, "task=r1searcher.train", "method.prompt_style=chat", "method.stage1.steps=4",
+            "method.stage1.checkpoint_every=100", "method.stage1.max_tokens_per_round=8",
+            "method.stage1.max_response_tokens=8", f"hydra.run.dir={run}"]
+    env = os.environ | {"RUCAI_DATA_DIR": str(DATA_DIR)}
+    p = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    rewards = run / "stage1" / "rewards.csv"
+    t0 = time.time()
+    while not rewards.exists() and p.poll() is None and time.time() - t0 < 600:
+        time.sleep(0.1)
+    assert rewards.exists(), "no training step finished"
+    os.killpg(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=300) == 128 + signal.SIGTERM
+    assert (run / "stage1" / "checkpoints" / "last.ckpt").exists()
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    r = run_cli(*args[:-1], "ckpt_path=last", run_dir=run, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = json.loads((run / "stage1" / "done.json").read_text())["result"]
+    assert 1 <= done["resumed_after_step"] < 4
+    assert _steps(run)[0] == [1, 2, 3, 4]
+
+
 # ---- the smoke pipeline ---------------------------------------------------------------------------------
 
 @pytest.mark.slow  # tests/test_smoke.py runs the same smoke experiment in the default set

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rucai.r1searcher.config import ALGOS
+from rucai.runtime.signals import PendingSignals
 from rucai.utils.io import append_csv_row
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
         for p in (csv_path, samples_path, ckpt_path):
             _remove(p)
     fabric.barrier()
+    # SLURM's pre-timeout signal / SIGTERM: checkpoint at the end of the step in flight, then stop
+    stop_signals = PendingSignals().install()
     for step in range(start + 1, s.steps + 1):
         t_step = time.perf_counter()
         if len(order) < s.prompts_per_step:
@@ -327,12 +330,17 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
                  "rollout %.1fs step %.1fs", name, step, s.steps, row["reward/total"],
                  row["reward/retrieval"], row["reward/format"], row["reward/answer"], row["searches/mean"],
                  t_rollout, row["time/step_s"])
-        if s.checkpoint_every and step % s.checkpoint_every == 0 and step < s.steps:
+        stopping = stop_signals.pending is not None
+        if (s.checkpoint_every and step % s.checkpoint_every == 0 or stopping) and step < s.steps:
             save_checkpoint(fabric, ckpt_path, {
                 "model": model, "optimizer": optim, "step": step, "order": list(order), "data_rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "history": history})
+        if stopping:
+            log.warning("%s: stop signal after step %d; checkpoint saved, resume with ckpt_path=last", name, step)
+            stop_signals.forward()
+    stop_signals.restore()
     raw.eval()
     policy_dir = out_dir / "policy"
     if fabric.is_global_zero:

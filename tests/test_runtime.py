@@ -1,0 +1,93 @@
+"""The runtime's pieces by hand: deferred stop signals, the stage record, `ckpt_path` semantics."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from omegaconf import OmegaConf
+
+from rucai import runtime
+from rucai.errors import UserError
+from rucai.runtime.signals import PendingSignals
+from rucai.runtime.stages import Stage
+
+
+def test_pending_signal_waits_for_the_safe_point_then_reaches_the_previous_handler():
+    seen = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
+    try:
+        with PendingSignals(("SIGUSR2",)) as sig:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert sig.pending == signal.SIGUSR2 and seen == []  # deferred: nothing ran yet
+            sig.forward()  # the safe point: the earlier handler (submitit's, Lightning's) gets it
+            assert seen == [signal.SIGUSR2] and sig.pending is None
+        os.kill(os.getpid(), signal.SIGUSR2)  # handlers restored after the block
+        assert seen == [signal.SIGUSR2, signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def _cfg(tmp_path, ckpt_path=None):
+    return OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "ckpt_path": ckpt_path})
+
+
+def test_stage_runs_once_then_reuses_its_record(tmp_path):
+    calls = []
+
+    def work(stage):
+        calls.append(stage.dir)
+        (stage.dir / "artefact.txt").write_text("x")
+        return {"score": 0.5}
+
+    assert Stage(_cfg(tmp_path), "pretrain").run(work) == {"score": 0.5}
+    assert Stage(_cfg(tmp_path), "pretrain").run(work) == {"score": 0.5}
+    assert calls == [tmp_path / "pretrain"]  # the second run reused done.json
+    assert Stage(_cfg(tmp_path), "pretrain").done() == {"score": 0.5}
+
+
+def test_interrupted_stage_writes_no_record(tmp_path):
+    def boom(stage):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        Stage(_cfg(tmp_path), "stage1").run(boom)
+    assert Stage(_cfg(tmp_path), "stage1").done() is None
+
+
+def test_resume_checkpoint_follows_ckpt_path(tmp_path):
+    st = Stage(_cfg(tmp_path, "last"), "pretrain")
+    assert st.resume_checkpoint() is None  # nothing saved yet: a fresh start
+    st.ckpt_dir.mkdir(parents=True)
+    (st.ckpt_dir / "last.ckpt").write_bytes(b"")
+    assert st.resume_checkpoint() == str(st.ckpt_dir / "last.ckpt")
+    assert Stage(_cfg(tmp_path, None), "pretrain").resume_checkpoint() is None  # null: never resume
+    with pytest.raises(UserError, match="not found"):
+        runtime.resume_checkpoint(_cfg(tmp_path, str(tmp_path / "nope.ckpt")), tmp_path)
+
+
+def test_device_kwargs_honour_the_hardware_profile():
+    hw = OmegaConf.create({"device_map": "auto", "max_memory": {"0": "10GiB", "cpu": "20GiB"},
+                           "offload_folder": "/tmp/off", "precision": "bf16-true"})
+    assert runtime.device_kwargs(hw) == {"device_map": "auto", "max_memory": {0: "10GiB", "cpu": "20GiB"},
+                                         "offload_folder": "/tmp/off"}
+    assert runtime.device_kwargs(OmegaConf.create({"device_map": None}), device="cpu") == {}
+    import torch
+
+    assert runtime.torch_dtype("auto", hw) is torch.bfloat16
+    assert runtime.torch_dtype("auto", OmegaConf.create({"precision": "32-true"})) is torch.float32
+
+
+def test_pending_signal_without_a_previous_handler_exits_through_python():
+    """So the dispatcher still writes the run record (status: interrupted) on the way out."""
+    before = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        sig = PendingSignals(("SIGUSR2",)).install()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        with pytest.raises(SystemExit) as e:
+            sig.forward()
+        assert e.value.code == 128 + signal.SIGUSR2
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR2, before)
