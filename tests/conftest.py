@@ -135,3 +135,19 @@ def compose_config(*overrides: str, hydra_config: bool = False):
         with open_dict(cfg):
             del cfg["hydra"]
     return cfg
+
+
+@pytest.fixture
+def from_pretrained_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every AutoModelForCausalLM.from_pretrained call (the load still runs)."""
+    from transformers import AutoModelForCausalLM
+
+    calls: list[dict] = []
+    orig = AutoModelForCausalLM.from_pretrained
+
+    def spy(path, *a, **kw):
+        calls.append(kw)
+        return orig(path, *a, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    return calls

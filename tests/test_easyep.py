@@ -398,21 +398,6 @@ def test_tasks_have_no_smoke_branches_and_write_no_metrics_json():
         assert "from_pretrained(" not in src and ".get(\"n_demos\"" not in src
 
 
-def _capture_from_pretrained(monkeypatch):
-    """Record the keyword arguments of every AutoModelForCausalLM.from_pretrained call (still loading)."""
-    from transformers import AutoModelForCausalLM
-
-    calls: list[dict] = []
-    orig = AutoModelForCausalLM.from_pretrained
-
-    def spy(path, *a, **kw):
-        calls.append(kw)
-        return orig(path, *a, **kw)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
-    return calls
-
-
 def _hf_folder(tmp_path):
     from rucai.llm.models import char_tokenizer
 
@@ -422,14 +407,14 @@ def _hf_folder(tmp_path):
     return tmp_path / "src"
 
 
-def test_load_model_honours_hardware_device_map(tmp_path, monkeypatch):
+def test_load_model_honours_hardware_device_map(tmp_path, monkeypatch, from_pretrained_calls):
     from omegaconf import OmegaConf
 
     from rucai.easyep.config import ModelConfig
     from rucai.easyep.tasks import load_model
 
     src = _hf_folder(tmp_path)
-    calls = _capture_from_pretrained(monkeypatch)
+    calls = from_pretrained_calls
     mcfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"path": str(src), "dtype": "float32"})
     hw = {"name": "cpu_sharded", "accelerator": "cpu", "precision": "32-true", "device_map": "cpu",
           "max_memory": {"cpu": "4GiB"}, "offload_folder": str(tmp_path / "offload")}

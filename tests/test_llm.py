@@ -125,23 +125,15 @@ def test_build_with_target_and_bad_model(tmp_path):
     assert "no/such/folder-xyz" in one_line(e)
 
 
-def test_hf_loads_through_the_runtime_loader_with_hardware_device_map(tmp_path, monkeypatch):
+def test_hf_loads_through_the_runtime_loader_with_hardware_device_map(tmp_path, from_pretrained_calls):
     """llm=hf honours hardware.device_map (+ max_memory, offload_folder) and the profile's precision,
     like every Hugging Face load (rucai.runtime.load_causal_lm)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from rucai.llm.models import save_tiny_causal_lm
 
     save_tiny_causal_lm(tmp_path / "tiny")
-    calls: list[dict] = []
-    orig = AutoModelForCausalLM.from_pretrained
-
-    def spy(path, *a, **kw):
-        calls.append(kw)
-        return orig(path, *a, **kw)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    calls = from_pretrained_calls
     hw = {"name": "cpu_map", "accelerator": "cpu", "precision": "32-true", "device_map": "cpu",
           "max_memory": {"cpu": "2GiB"}, "offload_folder": str(tmp_path / "offload")}
     cfg = {"backend": "hf", "model": str(tmp_path / "tiny"), "batch_size": 2,
