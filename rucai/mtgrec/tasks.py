@@ -274,7 +274,7 @@ def _stages_in_subprocesses(cfg: DictConfig, names: list[str]) -> None:
     for name in names:
         cmd = [sys.executable, sys.argv[0], *over, f"task=mtgrec.{name}", f"hydra.run.dir={dirs[name] / 'process'}"]
         log.info("pipeline stage: %s", " ".join(cmd))
-        if subprocess.run(cmd).returncode != 0 or _stage(cfg, name).done() is None:
+        if subprocess.run(cmd).returncode != 0 or _stage(cfg, name).wait_done() is None:
             raise UserError(f"pipeline stage {name} did not complete; see {dirs[name] / 'process'}/run.log "
                             f"and rerun with ckpt_path=last to resume")
 

@@ -32,12 +32,15 @@ DONE = "done.json"
 
 
 def is_rank_zero() -> bool:
-    """True in the process that writes run records (global rank 0; always outside distributed runs)."""
+    """True in the process that writes run records: global rank 0 of a distributed run (torchrun's
+    RANK, a SLURM job's task id when it has several tasks, Lightning's rank once a strategy set it
+    up); always true outside distributed runs."""
     import os
 
-    for var in ("RANK", "SLURM_PROCID"):
-        if var in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":
-            return int(os.environ[var]) == 0
+    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":
+        return int(os.environ["RANK"]) == 0
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ["SLURM_PROCID"]) == 0
     try:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -67,6 +70,14 @@ class Stage:
         if self.done_path.is_file():
             return json.loads(self.done_path.read_text())["result"]
         return None
+
+    def wait_done(self, timeout_s: float = 600.0) -> dict[str, Any] | None:
+        """The stage's result once rank zero has recorded it (ranks > 0 of a stage run in a
+        sub-process may return before rank zero writes the record); None after `timeout_s`."""
+        t0 = time.perf_counter()
+        while (result := self.done()) is None and time.perf_counter() - t0 < timeout_s:
+            time.sleep(1.0)
+        return result
 
     def resume_checkpoint(self) -> str | None:
         """`ckpt_path=last` -> this stage's `checkpoints/last.ckpt` when it exists, else None."""
