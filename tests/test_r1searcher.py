@@ -165,6 +165,44 @@ def test_engine_searches_inserts_documents_and_stops(retriever):
     assert eng.stats["retrieval_calls"] == 2 and eng.stats["queries"] == 3
 
 
+class Budgeted(LLM):
+    """A backend whose rollouts each want a fixed number of tokens per round (one word per token):
+    it stops at `max_tokens` like a real backend, finishing `length`, else ends the round with a query."""
+
+    backend = "budgeted"
+
+    def __init__(self, wants):
+        super().__init__(sampling={"temperature": 0.0})
+        self.wants, self.calls = wants, []
+
+    def _generate(self, prompts, sampling):
+        self.calls.append((len(prompts), sampling.max_tokens))
+        outs = []
+        for p in prompts:
+            want = self.wants[p.split("Q:")[1].split("\n")[0]]
+            n = min(want, sampling.max_tokens)
+            text = " w" * n + (" <|begin_of_query|> Paris" if n == want else "")
+            reason = "stop:" + END_QUERY if n == want else "length"
+            outs.append(RequestOutput(index=-1, prompt_tokens=0, completions=[Completion(text, n, reason)]))
+        return outs
+
+
+def test_each_rollout_keeps_its_own_token_budget(retriever):
+    """Rollouts sharing generation calls: one that is short of budget must not cut the others short
+    (the old engine capped every rollout at the smallest remaining budget and ended them `length`)."""
+    wants = {"a": 30, "b": 100, "c": 100}  # tokens per round before each rollout's query
+    llm = Budgeted(wants)
+    eng = SearchRolloutEngine(llm, retriever, topk=1, max_searches=10, max_tokens_per_round=128,
+                              max_response_tokens=128)
+    a, b, c = eng.run(list(wants), [f"Q:{k}\n" for k in wants], SamplingParams(temperature=0.0))
+    # round 2: b and c have 28 tokens left, a has 98. The old shared cap (28) stopped a after 58
+    # tokens as `length`; now a searches 4 times (4 x 30) and ends when its own 128 run out
+    assert (a.generated_tokens, a.num_searches, a.finish) == (128, 4, "length")
+    assert [(r.generated_tokens, r.num_searches, r.finish) for r in (b, c)] == [(128, 1, "length")] * 2
+    # rollouts with the same remaining budget still share one generation call
+    assert llm.calls[:3] == [(3, 128), (1, 98), (2, 28)]
+
+
 def test_engine_reads_tags_when_the_backend_gives_no_stop_string(retriever):
     script = {"a": [(" <|begin_of_query|> Paris", "stop"), (" so </think><answer> Paris", "stop")]}
     rolls = SearchRolloutEngine(Scripted(script), retriever, topk=1).run(["a"], ["Q:a\n"], SamplingParams())

@@ -98,6 +98,14 @@ class SearchRolloutEngine:
         self.max_response_tokens = int(max_response_tokens) if max_response_tokens else None
         self.stats = {"retrieval_calls": 0, "queries": 0, "retrieval_s": 0.0, "generate_s": 0.0, "rounds": 0}
 
+    def _round_cap(self, r: Rollout) -> int:
+        """Tokens rollout `r` may generate this round: the per-round limit, or what is left of its
+        own response budget when that is smaller."""
+        cap = self.max_tokens_per_round
+        if self.max_response_tokens:
+            cap = min(cap, max(1, self.max_response_tokens - r.generated_tokens))
+        return cap
+
     def run(self, questions: Sequence[str], prompts: Sequence[str], sampling: SamplingParams,
             meta: Sequence[dict] | None = None) -> list[Rollout]:
         import time
@@ -109,13 +117,19 @@ class SearchRolloutEngine:
             active = [r for r in rollouts if not r.done]
             if not active:
                 break
-            budget = self.max_tokens_per_round
-            if self.max_response_tokens:
-                budget = min(budget, max(1, min(self.max_response_tokens - r.generated_tokens for r in active)))
-            sp = dataclasses.replace(sampling, stop=stop, max_tokens=budget, n=1,
-                                     seed=None if sampling.seed is None else int(sampling.seed) + 7919 * rnd)
+            # each rollout keeps its own budget: this round's cap is its remaining tokens (at most the
+            # per-round limit); rollouts with the same cap share one generation call
+            by_cap: dict[int, list[int]] = {}
+            for i, r in enumerate(active):
+                by_cap.setdefault(self._round_cap(r), []).append(i)
+            outs: list[Any] = [None] * len(active)
+            seed = None if sampling.seed is None else int(sampling.seed) + 7919 * rnd
             t0 = time.perf_counter()
-            outs = self.llm.generate([r.prompt + r.response for r in active], sp)
+            for cap, idx in by_cap.items():
+                sp = dataclasses.replace(sampling, stop=stop, max_tokens=cap, n=1, seed=seed)
+                for i, out in zip(idx, self.llm.generate([active[i].prompt + active[i].response for i in idx], sp),
+                                  strict=True):
+                    outs[i] = out
             self.stats["generate_s"] += time.perf_counter() - t0
             self.stats["rounds"] += 1
             pending: list[tuple[Rollout, str]] = []
