@@ -1,4 +1,5 @@
-"""QA metrics (SQuAD normalisation, max over golds) and the LLM-as-judge on hand-made cases."""
+"""QA metrics (the R1-Searcher authors' normalisation by default, SQuAD's as an option, max over
+golds) and the LLM-as-judge on hand-made cases."""
 
 import pytest
 
@@ -14,11 +15,32 @@ from rucai.eval.qa import (
 from rucai.llm.base import LLM, Completion, RequestOutput
 
 
-def test_normalize_squad_rules():
+def test_normalize_authors_rules():
     assert normalize_answer("The  Home Rule League!") == "home rule league"
     assert normalize_answer("an_apple, a pear") == "apple pear"
     assert normalize_answer("True") == "yes" and normalize_answer("False") == "no"
-    assert normalize_answer("U.S. Route 22") == "us route 22"
+    assert normalize_answer("U.S. Route 22") == "u s route 22"  # punctuation becomes a space
+    assert normalize_answer("Alzheimer's disease") == "alzheimer s disease"
+
+
+def test_normalize_squad_rules():
+    assert normalize_answer("U.S. Route 22", "squad") == "us route 22"  # punctuation removed
+    assert normalize_answer("Alzheimer's disease", "squad") == "alzheimers disease"
+    assert normalize_answer(" True ", "squad") == "yes"
+
+
+def test_authors_and_squad_normalisation_differ_where_the_issue_says():
+    """Pinned: the R1-Searcher authors' rule (replace punctuation by a space) against SQuAD's
+    (remove it). Their released outputs score the paper's Cover-EM only under their rule."""
+    assert cover_exact_match("Alzheimer's disease", "Alzheimer") == 1.0
+    assert cover_exact_match("Alzheimer's disease", "Alzheimer", normalization="squad") == 0.0
+    assert exact_match("U.S.", "u s") == 1.0 and exact_match("U.S.", "u s", normalization="squad") == 0.0
+    assert f1_score("O'Neill", "Neill") == pytest.approx(2 / 3)  # {o, neill} vs {neill}: P 1/2, R 1
+    assert f1_score("O'Neill", "Neill", normalization="squad") == 0.0
+    from rucai.errors import UserError
+
+    with pytest.raises(UserError, match="valid: r1searcher, squad"):
+        normalize_answer("x", "nltk")
 
 
 def test_exact_match():
@@ -38,13 +60,15 @@ def test_f1_hand_computed():
     # yes/no must match exactly (HotpotQA rule)
     assert f1_score("yes it is", "yes") == 0.0
     assert f1_score("no", "no") == 1.0
+    assert f1_score("", "") == 0.0  # the authors': no shared token, F1 0
 
 
 def test_cover_exact_match():
     assert cover_exact_match("It was Kauffman Stadium in Kansas City", "Kauffman Stadium") == 1.0
     assert cover_exact_match("Stadium Kauffman", "Kauffman Stadium") == 1.0  # order ignored
     assert cover_exact_match("Kauffman Field", "Kauffman Stadium") == 0.0
-    assert cover_exact_match("anything", "") == 0.0  # an empty gold covers nothing
+    assert cover_exact_match("anything", "") == 0.0  # an empty gold covers only an empty prediction
+    assert cover_exact_match("", "") == 1.0  # (the authors' split(" ") of "" is [""])
     assert cover_exact_match("the league", ["Home Rule League", "league"]) == 1.0
 
 

@@ -67,7 +67,9 @@ def test_released_variants():
     long_answer = " </think><answer> " + " ".join(["word"] * 11) + " </answer>"
     assert get_reward("paper_stage2")(long_answer, "word")["format"] == 0.0
     assert q(long_answer, "word")["format"] == -2.0                       # > 10 words
-    assert q(" Assistant: </think><answer> a </answer>", "a")["total"] == -1.0   # 'Assistant' in the response
+    assert q(" Assistant: </think><answer> b </answer>", "b")["total"] == -1.0   # 'Assistant' in the response
+    # the authors' F1: an answer that normalises to nothing ("a" is an article) scores 0, not 1
+    assert q(" </think><answer> a </answer>", "a")["answer"] == 0.0
     assert not strict_format_ok(" 北京 </think><answer> a </answer>")
     assert strict_format_ok(" </think><answer> a </answer>" .replace("a </", "a </"))
     cem = get_reward("llama_stage1_cem")

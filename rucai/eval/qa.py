@@ -1,10 +1,16 @@
-"""Open-domain QA metrics: exact match, token F1, cover exact match (SQuAD normalisation) and an
-LLM-as-judge through any `rucai.llm` backend with the R1-Searcher judge prompt.
+"""Open-domain QA metrics: exact match, token F1, cover exact match, and an LLM-as-judge through any
+`rucai.llm` backend with the R1-Searcher judge prompt.
 
-Every metric is `(prediction: str, golds: str | list[str]) -> float` and takes the maximum over the
-gold answers. Normalisation is SQuAD's (lower-case, drop punctuation, drop English articles,
-collapse whitespace), with R1-Searcher's two extras: `_` is a space and a bare `True`/`False`
-prediction or gold reads as `yes`/`no`.
+Every metric is `(prediction: str, golds: str | list[str], normalization=...) -> float` and takes
+the maximum over the gold answers. Normalisation (`NORMALIZATIONS`):
+
+  r1searcher  (default) the authors' rule, as their evaluation (`evaluation/metric_calc_rule.py`) and
+              reward servers apply it: a bare `True`/`False` reads as `yes`/`no`, `_` is a space,
+              lower-case, punctuation REPLACED BY A SPACE (so `Alzheimer's disease` covers gold
+              `Alzheimer`), English articles dropped, whitespace collapsed
+  squad       SQuAD's rule (punctuation removed: `alzheimers disease`), kept as a named option
+
+F1 follows the authors too: an empty prediction or gold scores 0.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-_PUNCT = set(string.punctuation) | {"‘", "’", "´", "`", "“", "”"}
+_SQUAD_PUNCT = set(string.punctuation) | {"‘", "’", "´", "`", "“", "”"}
+_AUTHORS_PUNCT = set(string.punctuation) | {"‘", "’", "´", "`"}  # the authors' exclude set
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 # R1-Searcher's judge prompt (paper, Fig. "Judge Prompt"; evaluation/metric_calc_gpt_as_judge.py)
@@ -29,15 +36,33 @@ JUDGE_PROMPT = (
 
 
 def _bool_mapping(s: str) -> str:
-    return {"True": "yes", "False": "no"}.get(s.strip(), s)
+    return {"True": "yes", "False": "no"}.get(s, s)
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation (+ `_` -> space, True/False -> yes/no)."""
-    s = _bool_mapping(str(s)).lower().replace("_", " ")
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
+def _normalize_r1searcher(s: str) -> str:
+    s = _bool_mapping(str(s)).replace("_", " ").lower()
+    s = "".join(" " if ch in _AUTHORS_PUNCT else ch for ch in s)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def _normalize_squad(s: str) -> str:
+    s = _bool_mapping(str(s).strip()).lower().replace("_", " ")
+    s = "".join(ch for ch in s if ch not in _SQUAD_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+NORMALIZATIONS = {"r1searcher": _normalize_r1searcher, "squad": _normalize_squad}
+DEFAULT_NORMALIZATION = "r1searcher"
+
+
+def normalize_answer(s: str, normalization: str = DEFAULT_NORMALIZATION) -> str:
+    try:
+        fn = NORMALIZATIONS[normalization]
+    except KeyError:
+        from rucai.errors import UserError
+
+        raise UserError(f"normalization={normalization!r}; valid: {', '.join(NORMALIZATIONS)}") from None
+    return fn(s)
 
 
 def _golds(golds: str | Sequence[str]) -> list[str]:
@@ -47,37 +72,34 @@ def _golds(golds: str | Sequence[str]) -> list[str]:
     return out or [""]
 
 
-def exact_match(prediction: str, golds: str | list[str]) -> float:
-    p = normalize_answer(prediction)
-    return float(any(p == normalize_answer(g) for g in _golds(golds)))
+def exact_match(prediction: str, golds: str | list[str], normalization: str = DEFAULT_NORMALIZATION) -> float:
+    p = normalize_answer(prediction, normalization)
+    return float(any(p == normalize_answer(g, normalization) for g in _golds(golds)))
 
 
-def _f1(prediction: str, gold: str) -> float:
-    p, g = normalize_answer(prediction), normalize_answer(gold)
+def _f1(prediction: str, gold: str, normalization: str) -> float:
+    p, g = normalize_answer(prediction, normalization), normalize_answer(gold, normalization)
     # HotpotQA's rule: yes/no/noanswer must match exactly
     if (p in ("yes", "no", "noanswer") or g in ("yes", "no", "noanswer")) and p != g:
         return 0.0
     pt, gt = p.split(), g.split()
-    if not pt or not gt:
-        return float(pt == gt)
     common = sum((Counter(pt) & Counter(gt)).values())
-    if common == 0:
+    if common == 0:  # the authors': an empty side scores 0 (also when both are empty)
         return 0.0
     precision, recall = common / len(pt), common / len(gt)
     return 2 * precision * recall / (precision + recall)
 
 
-def f1_score(prediction: str, golds: str | list[str]) -> float:
-    return max(_f1(prediction, g) for g in _golds(golds))
+def f1_score(prediction: str, golds: str | list[str], normalization: str = DEFAULT_NORMALIZATION) -> float:
+    return max(_f1(prediction, g, normalization) for g in _golds(golds))
 
 
-def cover_exact_match(prediction: str, golds: str | list[str]) -> float:
-    """1 when every normalised token of a gold answer appears among the prediction's tokens
-    (order and contiguity ignored, as in R1-Searcher's `cover_exact_match_score_1`)."""
-    pt = set(normalize_answer(prediction).split())
+def cover_exact_match(prediction: str, golds: str | list[str], normalization: str = DEFAULT_NORMALIZATION) -> float:
+    """1 when every normalised token of a gold answer appears among the prediction's tokens (order
+    and contiguity ignored: the authors' `cover_exact_match_score_1`, the paper's Cover-EM)."""
+    pt = normalize_answer(prediction, normalization).split(" ")
     for g in _golds(golds):
-        gt = normalize_answer(g).split()
-        if gt and all(t in pt for t in gt):
+        if all(t in pt for t in normalize_answer(g, normalization).split(" ")):
             return 1.0
     return 0.0
 

@@ -106,6 +106,10 @@ class EvalConfig:
     max_tokens: int = 512  # per round (the authors' eval_search_loacl.py)
     topk: int = 5
     max_rounds: int = 9
+    # answer normalisation for EM/F1/Cover-EM: r1searcher (the authors' evaluation and reward servers:
+    # punctuation -> space) | squad (punctuation removed; scores their released outputs 0.4-1 points
+    # lower, experiments/r1searcher/README.md)
+    normalization: str = "r1searcher"
     # null | self (the evaluated model) | an llm config mapping, e.g. {backend: openai, model: gpt-4o-mini}
     # for the paper's LLM-as-judge accuracy
     judge: Any = None
@@ -160,6 +164,10 @@ def check(m: Any) -> None:
     for k in ("max_tokens", "topk", "max_rounds"):
         if int(_get(e, k)) < 1:
             raise UserError(f"method.eval.{k}={_get(e, k)} must be >= 1")
+    from rucai.eval.qa import NORMALIZATIONS
+
+    if _get(e, "normalization") not in NORMALIZATIONS:
+        raise UserError(f"method.eval.normalization={_get(e, 'normalization')!r}; valid: {', '.join(NORMALIZATIONS)}")
     tp = _get(m, "tiny_policy")
     if tp is not None and (int(_get(tp, "hidden")) % 4 or int(_get(tp, "hidden")) < 4 or int(_get(tp, "layers")) < 1):
         raise UserError("method.tiny_policy needs hidden a positive multiple of 4 (4 heads) and layers >= 1 "

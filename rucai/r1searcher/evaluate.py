@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rucai.eval.qa import cover_exact_match, exact_match, f1_score, llm_judge
+from rucai.eval.qa import DEFAULT_NORMALIZATION, cover_exact_match, exact_match, f1_score, llm_judge
 from rucai.llm.base import SamplingParams
 from rucai.r1searcher.prompts import answer_prompt, extract_answer, search_prompt
 from rucai.r1searcher.rollout import SearchRolloutEngine
@@ -42,7 +42,8 @@ def _first_line(text: str) -> str:
 
 
 def predict(llm: Any, tokenizer: Any, retriever: Any, rows: list[dict], mode: str, style: str = "chat",
-            topk: int = 5, max_rounds: int = 9, max_tokens: int = 512) -> list[dict]:
+            topk: int = 5, max_rounds: int = 9, max_tokens: int = 512,
+            normalization: str = DEFAULT_NORMALIZATION) -> list[dict]:
     questions = [r["question"] for r in rows]
     greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     t0 = time.perf_counter()
@@ -73,8 +74,9 @@ def predict(llm: Any, tokenizer: Any, retriever: Any, rows: list[dict], mode: st
     dt = time.perf_counter() - t0
     for r, o in zip(rows, out, strict=True):
         o.update(idx=r.get("idx"), question=r["question"], gold=r["answer"],
-                 cover_em=cover_exact_match(o["pred"], r["answer"]), f1=f1_score(o["pred"], r["answer"]),
-                 em=exact_match(o["pred"], r["answer"]), seconds_per_question=dt / max(len(rows), 1))
+                 cover_em=cover_exact_match(o["pred"], r["answer"], normalization),
+                 f1=f1_score(o["pred"], r["answer"], normalization),
+                 em=exact_match(o["pred"], r["answer"], normalization), seconds_per_question=dt / max(len(rows), 1))
     return out
 
 
@@ -91,7 +93,8 @@ def summarize(rows: list[dict], judge: list[float] | None = None) -> dict[str, f
 
 def evaluate(llm: Any, tokenizer: Any, retriever: Any, data_dir: str | Path, out_dir: Path,
              sets: list[str], modes: list[str], limit: int | None, style: str = "chat", topk: int = 5,
-             max_rounds: int = 9, max_tokens: int = 512, judge_llm: Any = None) -> dict[str, Any]:
+             max_rounds: int = 9, max_tokens: int = 512, judge_llm: Any = None,
+             normalization: str = DEFAULT_NORMALIZATION) -> dict[str, Any]:
     """Run every (mode, set); write `samples/<mode>_<set>.jsonl` and `results.csv`; return metrics."""
     import pandas as pd
 
@@ -102,7 +105,8 @@ def evaluate(llm: Any, tokenizer: Any, retriever: Any, data_dir: str | Path, out
     for mode in modes:
         for name in sets:
             rows = load_set(data_dir, name, limit)
-            preds = predict(llm, tokenizer, retriever, rows, mode, style, topk, max_rounds, max_tokens)
+            preds = predict(llm, tokenizer, retriever, rows, mode, style, topk, max_rounds, max_tokens,
+                            normalization)
             judge = None
             if judge_llm is not None:
                 judge = llm_judge(judge_llm, [p["question"] for p in preds], [p["gold"] for p in preds],
@@ -121,3 +125,31 @@ def evaluate(llm: Any, tokenizer: Any, retriever: Any, data_dir: str | Path, out
     atomic_write_text(out_dir / "results.csv", df.to_csv(index=False))
     atomic_write_text(out_dir / "results.md", df.round(3).to_markdown(index=False) + "\n")
     return metrics
+
+
+def score_released(folder: str | Path) -> dict[str, dict[str, float]]:
+    """Cover-EM / F1 / EM of the authors' released evaluation outputs (`data/eval_results/*.jsonl` of
+    RUCAIBox/R1-Searcher: `pred_ans`, `answer`) under each normalisation, as their
+    `metric_calc_rule.py` computes them (first 2,000 rows, max over gold answers)."""
+    from rucai.eval.qa import NORMALIZATIONS
+
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()][:2000]
+        if not rows:
+            continue
+        n = len(rows)
+        res: dict[str, float] = {"n": n}
+        for norm in NORMALIZATIONS:
+            for name, fn in (("cover_em", cover_exact_match), ("f1", f1_score), ("em", exact_match)):
+                res[f"{norm}/{name}"] = round(sum(fn(r["pred_ans"], r["answer"], norm) for r in rows) / n, 4)
+        out[path.stem] = res
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m rucai.r1searcher.evaluate <R1-Searcher checkout>/data/eval_results")
+    print(json.dumps(score_released(sys.argv[1]), indent=1))

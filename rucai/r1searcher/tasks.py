@@ -197,7 +197,7 @@ def run_eval(cfg: DictConfig, stage: Any, model_path: str | None, retriever: Any
     try:
         metrics = evaluate(llm, tokenizer, retriever, cfg.paths.data_dir, stage.dir, list(e.sets), list(e.modes),
                            e.limit, style=m.prompt_style, topk=int(e.topk), max_rounds=int(e.max_rounds),
-                           max_tokens=int(e.max_tokens), judge_llm=judge)
+                           max_tokens=int(e.max_tokens), judge_llm=judge, normalization=e.normalization)
     finally:
         llm.close()
     runtime.log_metrics(cfg, metrics, step)
