@@ -12,7 +12,11 @@ def _eq(a, b):
 def test_cluster_majority_uses_equivalence_and_first_on_ties():
     assert cluster_majority(["1/2", "3", "0.5", None, "\\frac12"], _eq) == "1/2"
     assert cluster_majority(["3", "4"], _eq) == "3"
-    assert cluster_majority([None, None], _eq) is None
+    # no answer is a cluster of its own (the OlymMATH authors' cons@k), not dropped
+    assert cluster_majority([None, None], _eq) == ""
+    assert cluster_majority([None, "3", None], _eq) == ""
+    assert cluster_majority([None, "3", "3", None, ""], _eq) == ""  # None and "" are the same non-answer
+    assert cluster_majority(["3", None], _eq) == "3"  # ties: first seen
 
 
 def test_summarize_pass_at_1_and_cons():

@@ -245,7 +245,10 @@ def test_lenient_string_fallback_false_positives():
 def test_lenient_main_thread_is_math_verify_on_the_box():
     assert olymmath_lenient_verify(boxed(r"\dfrac{18}{5}"), r"\frac{18}{5}")
     assert not olymmath_lenient_verify(boxed("127"), "27")  # math-verify decides, no fallback
-    assert not olymmath_lenient_verify("The answer is 27.", "27")  # no box -> "$0$"
+    assert not olymmath_lenient_verify("The answer is 27.", "27")  # no box -> "$.$"
+    # the authors' empty answer is "$.$", not "$0$": no answer is never right, also for gold 0
+    assert not olymmath_lenient_verify("I cannot say.", "0")
+    assert olymmath_lenient_verify(boxed("0"), "0")
     assert verify(boxed("27"), "27", protocol="olymmath_lenient")
 
 

@@ -64,13 +64,16 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def cluster_majority(answers: list[str | None], equivalent: Callable[[str, str], bool]) -> str | None:
-    """The representative of the largest equivalence cluster of extracted answers (ties: first seen)."""
+    """The representative of the largest equivalence cluster of extracted answers (ties: first seen).
+
+    As the OlymMATH authors' cons@k: a sample without an answer is not dropped; the empty answers
+    form one cluster of their own (identical strings cluster without asking `equivalent`), so a
+    problem where most samples answer nothing has the empty majority, which is wrong."""
     clusters: list[list[str]] = []
     for a in answers:
-        if a is None:
-            continue
+        a = "" if a is None else a
         for c in clusters:
-            if equivalent(a, c[0]):
+            if a == c[0] or (a and c[0] and equivalent(a, c[0])):
                 c.append(a)
                 break
         else:
@@ -95,7 +98,7 @@ def summarize(rows: list[dict[str, Any]], problems: dict[str, Any], equivalent: 
             "problem_id": pid, "benchmark": p.benchmark, "language": p.language, "tier": p.tier,
             "subject": p.subject, "k": len(samples),
             "pass@1": sum(s["correct"] for s in samples) / len(samples),
-            "cons": float(majority is not None and is_correct(majority, p.answer)),
+            "cons": float(bool(majority) and is_correct(majority, p.answer)),  # no answer: wrong
             "majority": majority, "gold": p.answer,
             "mean_tokens": sum(s["num_tokens"] for s in samples) / len(samples),
         })

@@ -822,14 +822,16 @@ def _strict_answer_equal(answer: str, gold: str) -> bool:
 
 
 def _mv_dollar(answer: str) -> str:
-    """The authors' formatting: strip, drop one leading/trailing ``$``, wrap in ``$``; empty -> ``$0$``."""
+    """The authors' ``format_for_math_verify``: strip, drop one leading/trailing ``$``, wrap in ``$``;
+    empty -> ``$.$`` (RUCAIBox/OlymMATH local_tester.py at 94e19ff; math-verify reads it as the string
+    ``0.``, so an empty answer is never correct, also when the gold is 0)."""
     a = (answer or "").strip()
     if a.startswith("$"):
         a = a[1:]
     if a.endswith("$"):
         a = a[:-1]
     a = a.strip()
-    return f"${a}$" if a else "$0$"
+    return f"${a}$" if a else "$.$"
 
 
 def olymmath_string_match(extracted: str, gold: str) -> bool:
@@ -863,7 +865,7 @@ def olymmath_lenient_verify(response: str, gold: str) -> bool:
        released never finds a real ``\\boxed{``; we implement the documented intent (last box).
        The mirror version finds the boxes correctly but scores the FIRST one.
     2. Both gold and extracted are formatted as ``$...$`` (one surrounding ``$`` stripped; an empty
-       answer becomes ``$0$``), then ``is_correct = math_verify.verify(parse(gold), parse(ans))``
+       answer becomes ``$.$``), then ``is_correct = math_verify.verify(parse(gold), parse(ans))``
        with math-verify defaults.
     3. Only if that raises, :func:`olymmath_string_match` decides (substring containment).
 
