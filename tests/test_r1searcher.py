@@ -76,7 +76,21 @@ def test_released_variants():
     assert cem(" </think><answer> it is Kauffman Stadium </answer>", "Kauffman Stadium")["total"] == 1.0
     assert cem(" </think><answer> Arrowhead </answer>", "Kauffman Stadium")["total"] == -1.0
     assert cem(" Kauffman Stadium", "Kauffman Stadium")["total"] == -1.0  # no answer tag
-    assert set(REWARDS) >= {"paper_stage1", "paper_stage2", "qwen_base_stage2", "llama_stage1_cem"}
+    assert set(REWARDS) >= {"paper_stage1", "paper_stage2", "qwen_base_stage2", "llama_stage1_cem", "llama_stage1"}
+
+
+def test_llama_stage1_released_server_terms():
+    """train/reward_server_llama_stage1.py: cover-EM +1/-1, +0.5 when query and document tags all
+    occur equally often (>= 1, blocks starting `(1)`), +0.5 for one </think>/<answer>/</answer>."""
+    r = get_reward("llama_stage1")
+    assert r(GOOD, "Kauffman Stadium") == {"retrieval": 0.5, "format": 0.5, "answer": 1.0, "total": 2.0}
+    assert r(NO_SEARCH, "Kauffman Stadium") == {"retrieval": 0.0, "format": 0.5, "answer": 1.0, "total": 1.5}
+    assert r(GOOD, "Arrowhead")["total"] == 0.0  # -1 + 0.5 + 0.5
+    no_docs = GOOD.replace("(1)Kauffman Stadium\nA ballpark.\n", "None\n")  # a search that found nothing
+    assert r(no_docs, "Kauffman Stadium")["retrieval"] == 0.0
+    assert r(" <think> x </think>\n\n<answer> Kauffman Stadium </answer>", "Kauffman Stadium")["format"] == 0.0
+    assert r(" Kauffman Stadium", "Kauffman Stadium") == {"retrieval": 0.0, "format": 0.0, "answer": -1.0,
+                                                          "total": -1.0}
 
 
 def test_count_searches_and_extract_answer():

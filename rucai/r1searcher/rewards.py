@@ -3,12 +3,16 @@ documents included) and the gold answer(s) and returns its components plus `tota
 
   paper_stage1      (default, stage 1) retrieval 0.5 when at least one search was made + format 0.5
                     when the response is well formed (paper Sec. 2.2.1)
-  paper_stage2      (default, stage 2) answer F1 (SQuAD normalisation; 0 without an answer tag)
+  paper_stage2      (default, stage 2) answer F1 (the authors' normalisation; 0 without an answer tag)
                     + format penalty -2 when malformed, 0 otherwise
   qwen_base_stage2  the released `reward_server_qwen_zero.py`: paper_stage2 with the extra checks of
                     `strict_format` (no `Assistant`, answer <= 10 words, no CJK outside documents)
-  llama_stage1_cem  the released Llama stage-1 server: +1 when the answer tag's content covers the
-                    gold (cover-EM), -1 otherwise (also -1 without an answer tag)
+  llama_stage1      the released Llama stage-1 server (`train/reward_server_llama_stage1.py`):
+                    answer +1 when the answer tag's content covers the gold (cover-EM), -1 otherwise
+                    (also without an answer tag); retrieval +0.5 when the query and document tags all
+                    occur equally often, at least once, each block starting `(1)`; format +0.5 when
+                    there is no `<think>` and exactly one `</think>`, `<answer>`, `</answer>`
+  llama_stage1_cem  its answer term alone (+1 / -1), an ablation
 
 "Well formed" (`format_ok`), from the released checks: exactly one `</think>` (and no `<think>` since
 the prompt ends in it; one of each when it does not); exactly one `<answer>...</answer>`, after
@@ -131,3 +135,14 @@ def llama_stage1_cem(response: str, golds: str | list[str], prompt_opens_think: 
     hit = ans is not None and cover_exact_match(ans, golds) > 0
     total = 1.0 if hit else -1.0
     return {"retrieval": 0.0, "format": 0.0, "answer": total, "total": total}
+
+
+@reward("llama_stage1")
+def llama_stage1(response: str, golds: str | list[str], prompt_opens_think: bool = True) -> dict[str, float]:
+    answer = llama_stage1_cem(response, golds)["answer"]
+    c = response.count
+    tags = (c(BEGIN_DOCS + "\n"), c(END_DOCS + "\n\n"), c(BEGIN_QUERY), c(END_QUERY), c(BEGIN_DOCS), c(END_DOCS),
+            c(BEGIN_DOCS + "\n(1)"))
+    retrieval = 0.5 if len(set(tags)) == 1 and tags[0] >= 1 else 0.0
+    fmt = 0.5 if c(BEGIN_THINK) == 0 and c(END_THINK) == c(BEGIN_ANSWER) == c(END_ANSWER) == 1 else 0.0
+    return {"retrieval": retrieval, "format": fmt, "answer": answer, "total": answer + retrieval + fmt}
