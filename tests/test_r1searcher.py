@@ -536,25 +536,31 @@ def test_rl_stage_resumes_from_its_step_checkpoint(tmp_path, monkeypatch):
     assert again == metrics and (run / "stage1" / "rewards.csv").read_text() == rows_before
 
 
+def _train_until(run, steps: int, checkpoint_every: int, path) -> tuple[list[str], subprocess.Popen]:
+    """Start `r1searcher.train` (smoke sizes, `steps` steps) in its own process group and wait until
+    `path` (relative to the run dir) exists; returns its arguments (without the run dir) and the process."""
+    args = [*SMOKE, "task=r1searcher.train", "method.prompt_style=chat", f"method.stage1.steps={steps}",
+            f"method.stage1.checkpoint_every={checkpoint_every}", "method.stage1.max_tokens_per_round=8",
+            "method.stage1.max_response_tokens=8"]
+    env = os.environ | {"RUCAI_DATA_DIR": str(DATA_DIR)}
+    p = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run}"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while not (run / path).exists() and p.poll() is None and time.time() - t0 < 600:
+        time.sleep(0.1)
+    assert (run / path).exists(), f"{path} never appeared"
+    return args, p
+
+
 @pytest.mark.slow
 @needs_data("multihop_qa", "r1searcher_stage1_train.jsonl")
 def test_sigkilled_stage_resumes_under_ckpt_path_last(tmp_path):
     """The real thing: SIGKILL the run once a step checkpoint exists, rerun with ckpt_path=last."""
     run = tmp_path / "run"
-    args = [*SMOKE, "task=r1searcher.train", "method.prompt_style=chat", "method.stage1.steps=3",
-            "method.stage1.checkpoint_every=1", "method.stage1.max_tokens_per_round=8",
-            "method.stage1.max_response_tokens=8", f"hydra.run.dir={run}"]
-    env = os.environ | {"RUCAI_DATA_DIR": str(DATA_DIR)}
-    p = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = run / "stage1" / "checkpoints" / "last.ckpt"
-    t0 = time.time()
-    while not ckpt.exists() and p.poll() is None and time.time() - t0 < 600:
-        time.sleep(0.2)
-    assert ckpt.exists(), "no step checkpoint appeared"
+    args, p = _train_until(run, 3, 1, "stage1/checkpoints/last.ckpt")
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    r = run_cli(*args[:-1], "ckpt_path=last", run_dir=run, timeout=600)
+    r = run_cli(*args, "ckpt_path=last", run_dir=run, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     done = json.loads((run / "stage1" / "done.json").read_text())["result"]
     assert done["resumed_after_step"] >= 1
@@ -568,22 +574,12 @@ def test_sigterm_checkpoints_the_step_in_flight_and_resumes(tmp_path):
     saved although checkpoint_every is far away, the run records `interrupted`, and the rerun with
     ckpt_path=last continues after that step."""
     run = tmp_path / "run"
-    args = [*SMOKE, "task=r1searcher.train", "method.prompt_style=chat", "method.stage1.steps=4",
-            "method.stage1.checkpoint_every=100", "method.stage1.max_tokens_per_round=8",
-            "method.stage1.max_response_tokens=8", f"hydra.run.dir={run}"]
-    env = os.environ | {"RUCAI_DATA_DIR": str(DATA_DIR)}
-    p = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    rewards = run / "stage1" / "rewards.csv"
-    t0 = time.time()
-    while not rewards.exists() and p.poll() is None and time.time() - t0 < 600:
-        time.sleep(0.1)
-    assert rewards.exists(), "no training step finished"
+    args, p = _train_until(run, 4, 100, "stage1/rewards.csv")
     os.killpg(p.pid, signal.SIGTERM)
     assert p.wait(timeout=300) == 128 + signal.SIGTERM
     assert (run / "stage1" / "checkpoints" / "last.ckpt").exists()
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
-    r = run_cli(*args[:-1], "ckpt_path=last", run_dir=run, timeout=600)
+    r = run_cli(*args, "ckpt_path=last", run_dir=run, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     done = json.loads((run / "stage1" / "done.json").read_text())["result"]
     assert 1 <= done["resumed_after_step"] < 4
