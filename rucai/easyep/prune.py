@@ -15,8 +15,13 @@ non-weight file (tokenizer, generation config, remote code) is copied; a new ind
 
 Mask mode (`apply_expert_mask(model, keep)`): the model keeps all experts and its full router;
 pruned experts are masked out of the router's choice before top-k. This is the authors' "quick
-evaluation" mode; it routes exactly like the pruned checkpoint for families that renormalise the
-top-k weights (DeepSeek when groups stay balanced, Qwen3-MoE, Mixtral).
+evaluation" mode and, for DeepSeek-V3/R1, the reference routing (`rule="authors"`: their sglang
+`biased_grouped_topk`, group scores over all 256 experts, pruned ones masked afterwards; the
+authors' "actual pruning" engine routes the same way with the compact expert index). The sliced
+checkpoint (`prune_checkpoint`) is a named variant: stock-loadable, but for DeepSeek it can only
+route with the kept experts' scores (`rule="kept_groups"` when every group keeps the same count,
+else top-k over all kept experts with `n_group = topk_group = 1`). For softmax families mask mode
+equals the sliced checkpoint when the family renormalises the top-k weights (Qwen3-MoE, Mixtral).
 """
 
 from __future__ import annotations
@@ -213,9 +218,12 @@ class ExpertMask:
             g.__dict__.pop("_easyep_keep", None)
 
 
-def apply_expert_mask(model: Any, keep: Any, first_layer: int | None = None) -> ExpertMask:
-    """Mask mode: keep every expert in memory, route only to the kept ones (full router, pruned
-    experts excluded before top-k)."""
+def apply_expert_mask(model: Any, keep: Any, first_layer: int | None = None, rule: str | None = None) -> ExpertMask:
+    """Mask mode: keep every expert in memory, route only to the kept ones (full router).
+
+    `rule` (DeepSeek-V3/R1 only; null: "authors"): "authors" = the authors' `biased_grouped_topk`
+    (groups chosen from all experts' scores, pruned experts masked afterwards; the reference),
+    "kept_groups" = pruned experts excluded before the group scores as well."""
     import torch
 
     from rucai.easyep.adapters import for_model
@@ -227,6 +235,9 @@ def apply_expert_mask(model: Any, keep: Any, first_layer: int | None = None) -> 
     if set(keep) != set(blocks):
         raise UserError(f"keep map layers {sorted(keep)[:6]}... differ from the model's MoE layers {sorted(blocks)[:6]}...")
     E = adapter.num_experts(model.config)
+    rule = rule or adapter.rules[0]
+    if rule not in adapter.rules:
+        raise UserError(f"mask rule {rule!r} does not apply to {type(adapter).__name__}; use one of {', '.join(adapter.rules)}")
     gates = []
     for li, block in blocks.items():
         gate = block.gate
@@ -235,7 +246,7 @@ def apply_expert_mask(model: Any, keep: Any, first_layer: int | None = None) -> 
         gate._easyep_keep = mask
 
         def forward(hidden_states, _gate=gate):
-            return adapter.route(_gate, hidden_states, _gate._easyep_keep)
+            return adapter.route(_gate, hidden_states, _gate._easyep_keep, rule=rule)
 
         gate.forward = forward
         gates.append(gate)

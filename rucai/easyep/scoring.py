@@ -159,10 +159,13 @@ class ExpertScorer:
         return Scores(layers, stack("easyep"), stack("frequency"), stack("gate"), self.num_tokens)
 
 
-def select_demos(texts: list[str], n: int | None = 25, rule: str = "longest", seed: int = 42) -> list[str]:
+def select_demos(texts: list[str], n: int | None = 25, rule: str = "longest", seed: int = 42,
+                 length: Any = None) -> list[str]:
     """The authors' rule: shuffle with a seed, then the `n` longest (stable sort by length, descending).
 
-    `rule`: "longest" | "random" (first n after the shuffle) | "first" (file order).
+    `rule`: "longest" | "random" (first n after the shuffle) | "first" (file order). `length`: the
+    length function (default: characters). The authors sort lines of their per-token statistics
+    file, whose length grows with the token count, so the scoring task passes the token count.
     """
     import random
 
@@ -172,17 +175,20 @@ def select_demos(texts: list[str], n: int | None = 25, rule: str = "longest", se
     if rule != "first":
         random.Random(seed).shuffle(items)
     if rule == "longest":
-        items = sorted(items, key=len, reverse=True)
+        items = sorted(items, key=length or len, reverse=True)
     return items if n is None else items[: int(n)]
 
 
 @torch.no_grad()
 def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4, max_length: int = 4096,
-                adapter: MoEAdapter | None = None, log_every: int = 0, chunk_tokens: int = 4096) -> Scores:
+                adapter: MoEAdapter | None = None, log_every: int = 0, chunk_tokens: int = 4096,
+                add_special_tokens: bool | None = None) -> Scores:
     """Score the experts of `model` on `texts` (one prefill pass each, batched, right-padded).
 
     `tokenizer(texts)` must return `input_ids` and `attention_mask` tensors (a Hugging Face
-    tokenizer with a pad token, or `rucai.easyep.toy.ByteTokenizer`).
+    tokenizer with a pad token, or `rucai.easyep.toy.ByteTokenizer`). `add_special_tokens=False`
+    for texts that already hold them (chat-formatted traces, `rucai.easyep.data.ChatTraces`);
+    None: the tokenizer's default.
     """
     import logging
 
@@ -195,7 +201,8 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 
     with ExpertScorer(model, adapter, chunk_tokens=chunk_tokens) as sc:
         for b, start in enumerate(range(0, len(order), batch_size)):
             batch = [texts[i] for i in order[start:start + batch_size]]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+            kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length, **kw)
             ids = enc["input_ids"].to(device)
             mask = enc["attention_mask"].to(device)
             sc.set_attention_mask(mask)

@@ -63,7 +63,18 @@ def load_model(mcfg: Any, hardware: Any = None):
     if ri is not None and ri.get("family"):
         from rucai.easyep.toy import ByteTokenizer
 
-        return random_model(ri), ByteTokenizer()
+        if not mcfg.get("tokenizer"):
+            return random_model(ri), ByteTokenizer()
+        from rucai.easyep.data import resolve_tokenizer
+        from rucai.runtime import load_tokenizer
+
+        tok = load_tokenizer(resolve_tokenizer(mcfg.tokenizer))
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "right"
+        ri = OmegaConf.to_container(ri, resolve=True) if OmegaConf.is_config(ri) else dict(ri)
+        # the random model's embedding covers the tokenizer's vocabulary (special tokens included)
+        return random_model(ri | {"vocab": len(tok), "pad_token_id": tok.pad_token_id}), tok
     path = mcfg.get("path")
     if not path:
         raise UserError("set method.model.path (a Hugging Face checkpoint folder) or method.model.random_init")
@@ -90,9 +101,17 @@ def _domains(cfg: DictConfig) -> dict[str, Any]:
     return {getattr(src, "name", "demos"): src}
 
 
-def _texts(src: Any) -> list[str]:
+def token_count(tok: Any, text: str, add_special_tokens: bool | None = None) -> int:
+    """Tokens of `text` (untruncated) as the scorer will tokenize it."""
+    kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+    if hasattr(tok, "get_vocab"):  # a Hugging Face tokenizer
+        return len(tok(text, **kw)["input_ids"])
+    return len(tok.encode(text))
+
+
+def _texts(src: Any, tokenizer: Any = None) -> list[str]:
     if hasattr(src, "texts"):
-        return src.texts()
+        return src.texts(tokenizer)
     if hasattr(src, "load"):  # a math benchmark: problem statements
         return [p.prompt() for p in src.load()]
     raise UserError(f"{type(src).__name__} gives no texts; use rucai.easyep.data.JsonlTexts")
@@ -115,10 +134,24 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     model, tok = load_model(m.model, placement(cfg))
     per_domain: dict[str, Scores] = {}
+    length_checks: dict[str, Any] = {}
     for name, src in _domains(cfg).items():
-        demos = select_demos(_texts(src), n=m.n_demos, rule=m.demo_rule, seed=int(cfg.seed))
-        s = score_texts(model, tok, demos, batch_size=int(m.batch_size), max_length=int(m.max_length), log_every=5)
+        special = getattr(src, "add_special_tokens", None)
+        texts = _texts(src, tok)
+        demos = select_demos(texts, n=m.n_demos, rule=m.demo_rule, seed=int(cfg.seed),
+                             length=lambda t, sp=special: token_count(tok, t, sp))
+        pos = {t: i for i, t in enumerate(texts)}
+        atomic_write_json(out / f"demos_{name}.json", [{"index": pos[t], "tokens": token_count(tok, t, special),
+                                                         "scored_tokens": min(token_count(tok, t, special), int(m.max_length))}
+                                                        for t in demos])
+        s = score_texts(model, tok, demos, batch_size=int(m.batch_size), max_length=int(m.max_length), log_every=5,
+                        add_special_tokens=special)
         per_domain[name] = s
+        if hasattr(src, "length_check") and hasattr(tok, "get_vocab"):
+            check = src.length_check(tok)
+            if check:
+                atomic_write_json(out / f"length_check_{name}.json", check)
+                length_checks[name] = check
         atomic_write_json(out / f"scores_{name}.json", s.to_json())
         log.info("domain %s: %d demos, %d tokens scored", name, len(demos), s.num_tokens)
     first = next(iter(per_domain.values()))
@@ -144,7 +177,8 @@ def score(cfg: DictConfig) -> dict[str, Any]:
                for meth in keeps if meth != selection}
     metrics: dict[str, Any] = {"num_experts": E, "keep": k, "moe_layers": len(combined.layers), "selection": selection,
                                "demo_tokens": combined.num_tokens, "domains": list(per_domain),
-                               **{f"overlap/{a}": v for a, v in overlap.items()}}
+                               **{f"overlap/{a}": v for a, v in overlap.items()},
+                               **{f"length_check/{d}/{k}": v for d, c in length_checks.items() for k, v in c.items()}}
     if m.prune:
         metrics |= _prune_model_dir(cfg, model, out / "mask.json", out)
     return metrics

@@ -89,6 +89,7 @@ def tiny_config(family: str, hidden: int = 64, layers: int = 2, experts: int = 1
     else:
         raise UserError(f"unknown family {family!r}; use deepseek_v3, qwen3_moe, qwen2_moe, mixtral or olmoe")
     kw |= overrides
+    common |= {k: kw.pop(k) for k in list(kw) if k in common}  # e.g. a real tokenizer's vocab / pad id
     return AutoConfig.for_model(family, **common, **kw)
 
 
