@@ -21,9 +21,10 @@ def group_dirs() -> dict[str, Path]:
 
 
 def options(group_dir: Path) -> list[str]:
-    """A group's options; `debug/` folders hold a paper's debug overlays, not options."""
+    """A group's options; `debug/` folders hold a paper's debug overlays and `results/` folders a
+    paper's committed run artefacts (resolved configs included), not options."""
     return sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml")
-                  if "debug" not in p.relative_to(group_dir).parts[:-1])
+                  if not {"debug", "results"} & set(p.relative_to(group_dir).parts[:-1]))
 
 
 def experiments() -> list[str]:

@@ -64,3 +64,12 @@ def test_help_is_fast():
     elapsed = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr
     assert elapsed < 8.0, f"--help took {elapsed:.1f}s"
+
+
+def test_options_skip_debug_overlays_and_committed_results(tmp_path):
+    from rucai.cli import options
+
+    for rel in ["paper/run.yaml", "paper/debug/smoke.yaml", "paper/results/seed0/config_resolved.yaml"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}\n")
+    assert options(tmp_path) == ["paper/run"]

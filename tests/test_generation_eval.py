@@ -50,3 +50,31 @@ def test_resume_keys_and_torn_lines(tmp_path):
     assert list(read_samples(p, k1)) == [("a", 0)]
     append_rows(p, [{"problem_id": "b", "sample_idx": 0, "sampling_key": k1}])  # resumed run appends
     assert sorted(read_samples(p, k1)) == [("a", 0), ("b", 0)]
+
+
+def test_math_eval_rescoring_reextracts_and_reports_strict_beside(tmp_path, smoke_data_dir):
+    """A rerun over saved samples re-extracts the answer (cons@k clusters the current extraction, not the
+    one saved at generation time) and a non-strict protocol reports the strict checker beside it."""
+    import csv
+    import json
+
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    args = ["experiment=olymmath/smollm2", "debug=smoke", "hardware=cpu", "eval.protocol=olymmath_lenient",
+            f"paths.data_dir={smoke_data_dir}"]
+    env = {"RUCAI_DATA_DIR": str(smoke_data_dir)}
+    r = run_cli(*args, run_dir=run_dir, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    samples = run_dir / "samples.jsonl"
+    rows = [json.loads(x) for x in samples.read_text().splitlines()]
+    for row in rows:  # every saved response now boxes the gold; the saved extraction is stale
+        row["response"], row["extracted"] = f"so \\boxed{{{row['gold']}}}", "stale"
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    r = run_cli(*args, run_dir=run_dir, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = r.metrics()
+    assert m["samples"] == len(rows) and m["eval/pass@1"] == 1.0 and m["eval/cons@2"] == 1.0
+    assert m["eval/strict/pass@1"] == 1.0 and m["eval/strict/cons@2"] == 1.0
+    majorities = [p["majority"] for p in csv.DictReader(open(run_dir / "per_problem.csv"))]
+    assert "stale" not in majorities and len(majorities) == len({row["problem_id"] for row in rows})

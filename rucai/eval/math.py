@@ -6,13 +6,19 @@ API
     The final answer of a model response: the content of the LAST complete ``\\boxed{...}`` /
     ``\\fbox{...}`` (nested braces matched, ``\\{``/``\\}`` are literal braces), or ``\\boxed 5``
     (no braces: the next token). Without a box: the last "final answer: X", "the answer is X",
-    "answer: X", "答案是 X", "答案为 X", "最终答案 X", "答：X" (up to the end of the sentence / line;
-    a ``$...$`` right after the phrase is taken whole). ``None`` when there is no final answer.
+    "answer: X", "答案是 X", "答案为 X", "最终答案 X", "答：X" (up to the end of the sentence / line,
+    or the next non-empty line when the phrase ends its line; a ``$...$`` right after the phrase is
+    taken whole). ``None`` when there is no final answer.
 
 ``verify(response, gold, protocol="strict") -> bool``
     ``protocol="strict"`` (default): rules below. ``protocol="olymmath_lenient"``: the OlymMATH
     authors' released protocol (see :func:`olymmath_lenient_verify`). ``protocol="math_verify"``:
-    plain ``math_verify.verify(parse(gold), parse(response))`` on the whole response (baseline).
+    plain ``math_verify.verify(parse("$" + gold + "$"), parse(response))`` on the whole response
+    (baseline; see :func:`math_verify_baseline`).
+
+How the three compare on real model outputs (DeepSeek-R1 on AIME 2023, SmolLM2-135M-Instruct on
+MATH-500 and GSM8K), with every disagreement labelled by hand: ``python -m rucai.eval.math_bench
+compare`` and experiments/olymmath/README.md.
 
 Strict rules
 ------------
@@ -51,6 +57,10 @@ Strict rules
   an integer glued to a fraction of integers is a mixed number (``1\\frac{4}{5}`` = 9/5, as in
   MATH); numbers in a base (``52_8``) must match digits and base (a bare ``52`` is accepted).
 * Units are ignored, even a wrong one (``15 cm^3`` for gold ``15 cm^2``).
+* Intervals: for a gold interval (or union of intervals) a membership ``x \\in [7,47]`` and an
+  inequality in one variable are read as the interval they denote (``7 \\le x \\le 47`` ->
+  ``[7,47]``, ``0 < x \\le 1`` -> ``(0,1]``, ``x > 2`` -> ``(2,\\infty)``, ``x<1`` or ``x>2`` ->
+  ``(-\\infty,1) \\cup (2,\\infty)``); bracket kinds must still match.
 
 OlymMATH authors' protocol (``protocol="olymmath_lenient"``)
 -----------------------------------------------------------
@@ -74,6 +84,7 @@ __all__ = [
     "normalize_answer",
     "olymmath_lenient_verify",
     "olymmath_string_match",
+    "olymmath_extract_boxed",
     "math_verify_baseline",
 ]
 
@@ -143,6 +154,8 @@ _ANSWER_PHRASES = re.compile(
 
 def _answer_after_phrase(tail: str) -> str | None:
     tail = tail.lstrip(" \t*")
+    if tail[:1] in ("\n", "\r"):  # "the answer is:" ending its line: the answer is on the next one
+        tail = tail.lstrip(" \t*\r\n")
     for open_, close in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if tail.startswith(open_):
             end = tail.find(close, len(open_))
@@ -703,6 +716,54 @@ _TEXTY = re.compile(r"^[A-Za-z() ]+$")
 _BASE = re.compile(r"^([0-9A-Za-z]+)_\{?(\d+)\}?$")
 
 
+_VAR = (
+    r"(?:[A-Za-z](?:_\{?\w+\}?)?|\\(?:alpha|beta|gamma|theta|lambda|mu|phi|varphi|omega|varepsilon|epsilon))"
+)
+_MEMBER = re.compile(r"^" + _VAR + r"\s*\\in(?![a-zA-Z])\s*")
+_LESS = r"(<|\\le(?![a-zA-Z]))"
+_GREATER = r"(>|\\ge(?![a-zA-Z]))"
+_INEQ_CHAIN_UP = re.compile(
+    r"^(?P<a>[^<>]+?)\s*" + _LESS + r"\s*" + _VAR + r"\s*" + _LESS + r"\s*(?P<b>[^<>]+)$"
+)
+_INEQ_CHAIN_DOWN = re.compile(
+    r"^(?P<b>[^<>]+?)\s*" + _GREATER + r"\s*" + _VAR + r"\s*" + _GREATER + r"\s*(?P<a>[^<>]+)$"
+)
+_INEQ_VAR_FIRST = re.compile(
+    r"^" + _VAR + r"\s*(?P<op><|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z]))\s*(?P<c>[^<>]+)$"
+)
+_INEQ_VAR_LAST = re.compile(
+    r"^(?P<c>[^<>]+?)\s*(?P<op><|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z]))\s*" + _VAR + r"$"
+)
+
+
+def _inequality_to_interval(s: str) -> str | None:
+    """An inequality in one variable as interval notation, or None: ``7 \\le x \\le 47`` ->
+    ``[7,47]``, ``0 < x \\le 1`` -> ``(0,1]``, ``x > 2`` -> ``(2,\\infty)``, ``x \\le 3`` ->
+    ``(-\\infty,3]`` (also written the other way round, ``47 \\ge x \\ge 7``, ``2 < x``).
+    Bounds that are themselves variables are kept as written; the comparison decides."""
+    s = re.sub(r"\\gt(?![a-zA-Z])", ">", re.sub(r"\\lt(?![a-zA-Z])", "<", s)).strip()
+    m = _INEQ_CHAIN_UP.match(s)
+    if m:
+        a, op1, op2, b = m.group("a"), m.group(2), m.group(3), m.group("b")
+        return ("(" if op1 == "<" else "[") + f"{a.strip()},{b.strip()}" + (")" if op2 == "<" else "]")
+    m = _INEQ_CHAIN_DOWN.match(s)
+    if m:
+        b, op1, op2, a = m.group("b"), m.group(2), m.group(3), m.group("a")
+        return ("(" if op2 == ">" else "[") + f"{a.strip()},{b.strip()}" + (")" if op1 == ">" else "]")
+    m = _INEQ_VAR_FIRST.match(s)
+    flip = False
+    if not m:
+        m, flip = _INEQ_VAR_LAST.match(s), True
+    if not m:
+        return None
+    op, c = m.group("op"), m.group("c").strip()
+    lower = op in (">", r"\ge") if not flip else op in ("<", r"\le")  # x > c / c < x: c is a lower bound
+    strict = op in ("<", ">")
+    if lower:
+        return ("(" if strict else "[") + f"{c},\\infty)"
+    return f"(-\\infty,{c}" + (")" if strict else "]")
+
+
 def _strip_assignment(s: str) -> str:
     while True:
         m = _ASSIGN.match(s)
@@ -785,6 +846,15 @@ def _equal(g: str, gdeg: bool, p: str, pdeg: bool, gold_single: bool, depth: int
     if pk == "scalar" and "=" not in g:
         p = _strip_assignment(p)
         pk, pb, pitems = _structure(p)
+    if pk == "scalar" and "\\in" not in g and _MEMBER.match(p):  # x \in [7,47] for gold [7,47]
+        p = _MEMBER.sub("", p, count=1)
+        pk, pb, pitems = _structure(p)
+    if gk == "seq" and pk == "scalar" and (iv := _inequality_to_interval(p)) is not None:
+        p = iv  # 7 \le x \le 47 for gold [7,47]
+        pk, pb, pitems = _structure(p)
+    elif pk == "seq" and gk == "scalar" and (iv := _inequality_to_interval(g)) is not None:
+        g = iv
+        gk, gb, gitems = _structure(g)
     if gk == "scalar" and pk == "scalar":
         return _scalar_equal(g, gdeg, p, pdeg)
     if gk != pk or len(gitems) != len(pitems):
@@ -853,31 +923,68 @@ def olymmath_string_match(extracted: str, gold: str) -> bool:
     return e == g or g in e or e in g
 
 
-def olymmath_lenient_verify(response: str, gold: str) -> bool:
-    """The OlymMATH authors' released grading, as implemented in ``local_tester.py`` of
-    github.com/RUCAIBox/OlymMATH (commit 541717cb; same logic in the earlier mirror
-    shiyixu45/Slow_Thinking_with_LLMs/OlymMATH/local_tester.py @ 64660188):
+_AUTHORS_BOX_RE = re.compile(r"\\boxed{((?:[^{}]|{(?:[^{}]|{[^{}]*})*})*?)}")
 
-    1. ``extract_boxed``: the content of the LAST ``\\boxed{...}`` (nested braces; no ``\\fbox``,
-       no ``\\boxed 5``, no "the answer is" fallback); no box -> ``""``.
-       Their 541717cb code spells the needle ``"\\boxed{"`` in a non-raw string (a backspace
-       character) and the regex fallback ``r"\\boxed{"`` (a word boundary), so that version as
-       released never finds a real ``\\boxed{``; we implement the documented intent (last box).
-       The mirror version finds the boxes correctly but scores the FIRST one.
+
+def olymmath_extract_boxed(text: str) -> str:
+    """The authors' ``extract_boxed`` (RUCAIBox/OlymMATH ``local_tester.py`` at 94e19ff, the version our
+    OlymMATH data comes from), line for line: a brace stack over the whole text (every unescaped
+    ``{`` counts, also outside a box), the content of the LAST complete ``\\boxed{...}``; if the
+    stack finds none, the last match of their regex; ``""`` when there is no box. Only
+    ``\\boxed{`` written without a space; no ``\\fbox``, no "the answer is" fallback."""
+    stack: list[str] = []
+    contents: list[str] = []
+    i, start_idx = 0, -1
+    n = len(text)
+    while i < n:
+        if text[i : i + 7] == "\\boxed{" and (i == 0 or text[i - 1] != "\\"):
+            if not stack:
+                start_idx = i + 7
+            stack.append("{")
+            i += 7
+        elif text[i] == "{" and (i == 0 or text[i - 1] != "\\"):
+            stack.append("{")
+            i += 1
+        elif text[i] == "}" and (i == 0 or text[i - 1] != "\\"):
+            if stack:
+                stack.pop()
+                if not stack and start_idx != -1:
+                    contents.append(text[start_idx:i])
+                    start_idx = -1
+            i += 1
+        else:
+            i += 1
+    if contents:
+        return contents[-1]
+    matches = list(_AUTHORS_BOX_RE.finditer(text))
+    return matches[-1].group(1) if matches else ""
+
+
+def olymmath_lenient_verify(response: str, gold: str) -> bool:
+    """The OlymMATH authors' released grading, ``local_tester.py`` of github.com/RUCAIBox/OlymMATH at
+    94e19ff (2025-06-01, the commit our OlymMATH data was taken from; its grading code is that of
+    a1bfae8, 2025-04-20):
+
+    1. :func:`olymmath_extract_boxed`: the content of the last ``\\boxed{...}``; no box -> ``""``.
     2. Both gold and extracted are formatted as ``$...$`` (one surrounding ``$`` stripped; an empty
        answer becomes ``$.$``), then ``is_correct = math_verify.verify(parse(gold), parse(ans))``
        with math-verify defaults.
     3. Only if that raises, :func:`olymmath_string_match` decides (substring containment).
 
-    False positives: step 3 accepts 127, 1127, ``27+1``, ``3 \\text{ or } 27`` for gold 27 and an
-    empty extraction for any gold. With math-verify 0.9.0 ``parse``/``verify`` swallow their own
-    errors and timeouts, so in the MAIN thread step 3 never runs and the protocol equals
-    math-verify on the boxed content; from any other thread (thread pools, async graders) both
-    raise ``ValueError`` (signal.alarm) and EVERY answer is graded by step 3.
-    Other false positives come from math-verify itself (``float_rounding=6``, partial parses).
+    History (``git log -- local_tester.py``): the first release 92cc20d scored the FIRST box and
+    formatted an empty answer as ``$0$``; 541717c (2025-04-20) switched to the last box but wrote the
+    needle as ``"\\boxed{"`` in a non-raw string (a backspace character), so that commit alone found
+    no box; a1bfae8 the same day restored the escaping and changed ``$0$`` to ``$.$``. The version
+    our data comes from has neither slip.
+
+    Step 3 accepts 127, 1127, ``27+1``, ``3 \\text{ or } 27`` for gold 27 and an empty extraction
+    for any gold. With math-verify 0.9.0 ``parse``/``verify`` swallow their own errors and
+    timeouts, so in the MAIN thread (the authors' script has no threads) step 3 never runs and the
+    protocol equals math-verify on the boxed content; from another thread both raise
+    ``ValueError`` (signal.alarm) and every answer is graded by step 3. Other false positives come
+    from math-verify itself (``float_rounding=6``, partial parses).
     """
-    boxes = _boxed_contents(response or "", commands=("boxed",), bare=False)
-    extracted = boxes[-1] if boxes else ""
+    extracted = olymmath_extract_boxed(response or "")
     try:
         from math_verify import parse
         from math_verify import verify as mv_verify
@@ -891,16 +998,22 @@ def olymmath_lenient_verify(response: str, gold: str) -> bool:
 
 
 def math_verify_baseline(response: str, gold: str) -> bool:
-    """Plain ``math_verify.verify(parse(gold), parse(response))`` (defaults; errors -> False)."""
+    """Plain math-verify: ``verify(parse(gold), parse(response))`` with defaults (errors -> False),
+    the gold formatted as ``$gold$`` first (as :func:`_mv_dollar`): math-verify's default
+    extraction reads a bare gold such as ``2^{17}`` as 2 and ``[7,47]`` as nothing; inside ``$...$``
+    it reads them whole. The response is parsed as it is (math-verify finds its last box or answer)."""
+    gold_text = _mv_dollar(str(gold))
     try:
         from math_verify import parse
         from math_verify import verify as mv_verify
 
         if _in_main_thread():
-            return bool(mv_verify(parse(gold), parse(response)))
+            return bool(mv_verify(parse(gold_text), parse(response)))
         return bool(
             mv_verify(
-                parse(gold, parsing_timeout=None), parse(response, parsing_timeout=None), timeout_seconds=None
+                parse(gold_text, parsing_timeout=None),
+                parse(response, parsing_timeout=None),
+                timeout_seconds=None,
             )
         )
     except Exception:

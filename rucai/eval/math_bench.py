@@ -1,198 +1,96 @@
-"""Benchmark the strict math checker against plain math-verify and the OlymMATH authors' protocol.
+"""Compare the three math answer checkers on real model outputs, with hand labels for disagreements.
 
-    python -m rucai.eval.math_bench --data-dir /work/shared/data [--out bench.json] [--limit N]
+    python -m rucai.eval.math_bench compare NAME=SAMPLES.jsonl [NAME=SAMPLES.jsonl ...] --out DIR \
+        [--labels LABELS.csv] [--all-cores]
 
-Cases come from every OlymMATH gold answer (EN/ZH x EASY/HARD): one re-formatted equivalent boxed in
-a sentence (must be accepted) and perturbed wrong answers (must be rejected): a changed digit or a
-swapped interval bracket / tuple order, an extra answer ("X or Y"), and for integers the gold as a
-substring (``1`` + gold). Each checker runs over all cases in this process, pinned to one core
-(``os.sched_setaffinity``) unless ``--all-cores``; throughput is cases / wall seconds, math-verify's
-import excluded. Checkers: ``strict`` (rucai.eval.math.verify), ``math_verify``
-(``math_verify.verify(parse(gold), parse(response))``), ``olymmath_lenient`` (the authors' code path,
-main thread) and ``olymmath_lenient@thread`` (same, called from a worker thread, where math-verify
-raises and the authors' substring fallback grades everything).
+Each input is a JSON-lines file of model responses with their gold answers: a ``samples.jsonl`` of a
+``math_eval`` run (fields ``problem_id``, ``sample_idx``, ``response``, ``gold``) or any file with
+``response`` and ``answer`` (e.g. the DeepSeek-R1 AIME 2023 traces: ``idx``, ``answer``,
+``response``) or a benchmark file with reference solutions (``solution`` is read as the response,
+``unique_id`` as the id: MATH-500's human-written solutions against its ``answer`` field). ``NAME``
+names the set in the outputs (default: the file's stem). The checkers:
+
+- ``strict``: :func:`rucai.eval.math.verify` (this project's checker);
+- ``olymmath_lenient``: the OlymMATH authors' released protocol (last ``\\boxed{}``, math-verify,
+  substring fallback), main thread as in their script;
+- ``math_verify``: plain ``math_verify.verify(parse("$gold$"), parse(response))``, the baseline.
+
+Writes to ``DIR``:
+
+- ``verdicts.csv``: one row per response: set, id, gold, the answer each extraction finds (strict's
+  :func:`extract_answer`, the authors' last box), and each checker's verdict;
+- ``disagreements.csv``: the rows where the checkers do not all agree, with the hand label
+  (``correct``/``incorrect``) and reason from ``--labels`` where one exists (empty where not);
+- ``metrics.json``: per set and overall: responses, acceptances per checker, pairwise and
+  three-way agreement, and, on the labelled disagreements, each checker's accepted-wrong and
+  rejected-correct counts; timings: each checker run over all responses in this process (caches
+  cleared, math-verify imported beforehand, pinned to one core unless ``--all-cores``), reported as
+  a ratio to the ``math_verify`` baseline of the same run, overall and per set (per-set times are
+  the sums of per-response times).
+
+Labels (``--labels``): a CSV with columns ``set, id, extracted, gold, label, reason``, one row per
+disagreement, ``label`` in {correct, incorrect}: whether the response's final answer is the gold
+answer, judged by a person. Rows are matched on (set, id). Agreement cases are not labelled: when
+all three checkers accept or all reject, the counts below say nothing about them.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
-import re
 import sys
-import threading
 import time
 from collections.abc import Callable
+from itertools import combinations
 from pathlib import Path
 
-OLYMMATH_FILES = ("OlymMATH-EN-EASY", "OlymMATH-EN-HARD", "OlymMATH-ZH-EASY", "OlymMATH-ZH-HARD")
+from rucai.errors import UserError
+
+CHECKERS = ("strict", "olymmath_lenient", "math_verify")
+BASELINE = "math_verify"
+LABELS = ("correct", "incorrect")
 
 
-def load_olymmath(data_dir: str | Path) -> list[dict]:
-    """All OlymMATH rows (problem, answer, subject, unique_id) found under ``data_dir/olymmath``."""
-    rows: list[dict] = []
-    base = Path(data_dir) / "olymmath"
-    for name in OLYMMATH_FILES:
-        path = base / f"{name}.jsonl"
-        if not path.exists():
-            continue
-        with open(path, encoding="utf-8") as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------
-# re-formatting and perturbation
-# ------------------------------------------------------------------------------------------------
-
-_INT = re.compile(r"^-?\d+$")
-
-
-def _is_interval(g: str) -> bool:
-    s = g.replace("\\left", "").replace("\\right", "").strip()
-    return len(s) > 2 and s[0] in "([" and s[-1] in ")]" and "," in s
-
-
-def reformat(gold: str, k: int) -> str:
-    """An equivalent rewrite of ``gold`` (variant ``k``): the kinds of noise models produce."""
-    g = gold.strip()
-    if _INT.match(g):
-        n = int(g)
-        variants = [
-            f"x = {g}",
-            f"\\text{{The answer is }} {g}",
-            f"{g}\\text{{ cm}}^2",
-            f"{g}.",
-            f"n={g}",
-            f"{g} \\text{{ ways}}",
-        ]
-        if abs(n) >= 1000:
-            variants += [f"{n:,}", f"{n:,}".replace(",", "{,}")]
-        if n < 0:
-            variants.append(g.replace("-", "−"))
-        return variants[k % len(variants)]
-    if "circ" in g:
-        num = re.match(r"^(\d+)", g).group(1)
-        return [f"{num}°", f"{num}^\\circ", f"{num}\\text{{ degrees}}", f"\\theta = {num}^{{\\circ}}"][k % 4]
-    if _is_interval(g):
-        s = g.replace("\\frac", "\\dfrac")
-        if "\\left" in s:
-            s = s.replace("\\left", "").replace("\\right", "")
-        else:
-            s = "\\left" + s[0] + s[1:-1] + "\\right" + s[-1]
-        return s.replace(",", ",\\,")
-    variants = [
-        g.replace("\\frac", "\\dfrac"),
-        "a = " + g.replace("\\frac", "\\tfrac"),
-        re.sub(r"\\sqrt\{(\d+)\}", r"√\1", g).replace("-", "−").replace("\\pi", "π").replace("\\times", "×"),
-        f"\\text{{Final answer: }} {g}",
-        g.replace(" ", "").replace("\\frac", "\\dfrac") + ".",
-    ]
-    return variants[k % len(variants)]
-
-
-def perturb(gold: str) -> str:
-    """A wrong answer close to ``gold``: bracket swap (intervals), order swap (pairs), else a digit."""
-    g = gold.strip()
-    if _is_interval(g):
-        s = g.replace("\\left", "").replace("\\right", "").strip()
-        inner = s[1:-1]
-        parts = [p.strip() for p in inner.split(",")]
-        if s[0] == "(" and s[-1] == ")" and len(parts) == 2:  # could be a point: swap the order
-            return f"({parts[1]}, {parts[0]})"
-        return ("(" if s[0] == "[" else "[") + inner + s[-1]
-    digits = [m.start() for m in re.finditer(r"\d", g)]
-    i = digits[-1]
-    d = int(g[i])
-    return g[:i] + str((d + 1) % 10 if d != 0 else 1) + g[i + 1 :]
-
-
-def _sentence(ans: str, lang: str, k: int) -> str:
-    if lang == "ZH":
-        forms = ["综上所述，所求答案为 $\\boxed{%s}$。", "因此 \\boxed{%s}", "……\n最终答案：$\\boxed{%s}$"]
-    else:
-        forms = [
-            "Therefore, the final answer is $\\boxed{%s}$.",
-            "Putting it together we get \\boxed{%s}",
-            "... so the answer is $\\boxed{%s}$.",
-        ]
-    return "Let me work through the problem step by step. ...\n" + forms[k % len(forms)] % ans
-
-
-def build_cases(rows: list[dict]) -> list[dict]:
-    """One equivalent (expected True) and 2-3 wrong answers (expected False) per gold."""
+def load_responses(spec: str) -> tuple[str, list[dict]]:
+    """(set name, cases) from ``NAME=PATH`` or ``PATH``; each case has id, gold, response."""
+    name, sep, path = spec.partition("=")
+    if not sep or "/" in name:  # a bare path (which may itself contain "=")
+        name, path = "", spec
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such samples file: {p}")
+    name = name or p.stem
     cases: list[dict] = []
-    for k, row in enumerate(rows):
-        gold = row["answer"]
-        lang = "ZH" if row["unique_id"].endswith("ZH") else "EN"
-        uid = row["unique_id"]
-        cases.append(
-            {
-                "id": uid,
-                "kind": "equivalent",
-                "gold": gold,
-                "response": _sentence(reformat(gold, k), lang, k),
-                "expected": True,
-            }
-        )
-        wrong = perturb(gold)
-        kind = (
-            "bracket_swap"
-            if _is_interval(gold) and not gold.startswith("(")
-            else ("order_swap" if _is_interval(gold) else "perturbed")
-        )
-        cases.append(
-            {
-                "id": uid,
-                "kind": kind,
-                "gold": gold,
-                "response": _sentence(wrong, lang, k + 1),
-                "expected": False,
-            }
-        )
-        extra = f"{gold} \\text{{ or }} {wrong}" if lang == "EN" else f"{gold} \\text{{或}} {wrong}"
-        cases.append(
-            {
-                "id": uid,
-                "kind": "extra_answer",
-                "gold": gold,
-                "response": _sentence(extra, lang, k + 2),
-                "expected": False,
-            }
-        )
-        if _INT.match(gold.strip()):
-            cases.append(
-                {
-                    "id": uid,
-                    "kind": "gold_substring",
-                    "gold": gold,
-                    "response": _sentence("1" + gold.strip().lstrip("-"), lang, k),
-                    "expected": False,
-                }
-            )
-    return cases
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted run
+            gold = row.get("gold", row.get("answer"))
+            response = row.get("response", row.get("solution"))
+            if gold is None or response is None:
+                raise UserError(f"{p}:{n}: a row needs 'response' (or 'solution') and 'gold' (or 'answer')")
+            if "problem_id" in row:
+                cid = f"{row['problem_id']}#{row.get('sample_idx', 0)}"
+            else:
+                cid = str(row.get("idx", row.get("unique_id", row.get("id", n - 1))))
+            cases.append({"set": name, "id": cid, "gold": str(gold), "response": response or ""})
+    return name, cases
 
 
-# ------------------------------------------------------------------------------------------------
-# running
-# ------------------------------------------------------------------------------------------------
-
-
-def _checkers() -> dict[str, Callable[[str, str], bool]]:
+def checkers() -> dict[str, Callable[[str, str], bool]]:
     from rucai.eval import math as m
-
-    def in_thread(response: str, gold: str) -> bool:
-        out: list[bool] = []
-        t = threading.Thread(target=lambda: out.append(m.olymmath_lenient_verify(response, gold)))
-        t.start()
-        t.join()
-        return out[0] if out else False
 
     return {
         "strict": m.verify,
-        "math_verify": m.math_verify_baseline,
         "olymmath_lenient": m.olymmath_lenient_verify,
-        "olymmath_lenient@thread": in_thread,
+        "math_verify": m.math_verify_baseline,
     }
 
 
@@ -203,143 +101,181 @@ def _clear_caches() -> None:
         fn.cache_clear()
 
 
-def run(cases: list[dict], names: list[str] | None = None) -> dict:
+def run_checkers(cases: list[dict]) -> dict[str, float]:
+    """Adds each checker's verdict to every case; returns each checker's wall seconds over all."""
     import logging
 
-    import math_verify  # noqa: F401 - import cost excluded from timings
+    import math_verify  # noqa: F401 - import cost excluded from the timings
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    checkers = _checkers()
-    names = names or list(checkers)
-    results: dict[str, dict] = {}
-    decisions: dict[str, list[bool]] = {}
-    for name in names:
-        fn = checkers[name]
+    seconds: dict[str, float] = {}
+    for name, fn in checkers().items():
         _clear_caches()
         t0 = time.perf_counter()
-        got = [bool(fn(c["response"], c["gold"])) for c in cases]
-        dt = time.perf_counter() - t0
-        decisions[name] = got
-        exp = [c["expected"] for c in cases]
-        false_acc = sum(g and not e for g, e in zip(got, exp, strict=True))
-        false_rej = sum(e and not g for g, e in zip(got, exp, strict=True))
-        results[name] = {
-            "answers_per_s": len(cases) / dt if dt > 0 else float("inf"),
-            "seconds": dt,
-            "accuracy": 1 - (false_acc + false_rej) / len(cases),
-            "errors": false_acc + false_rej,
-            "wrong_accepted": false_acc,
-            "correct_rejected": false_rej,
-        }
-    out: dict = {"n_cases": len(cases), "checkers": results}
-    if "strict" in results and "math_verify" in results:
-        out["speedup_strict_vs_math_verify"] = (
-            results["strict"]["answers_per_s"] / results["math_verify"]["answers_per_s"]
-        )
-    if "strict" in results and "olymmath_lenient" in results:
-        out["speedup_strict_vs_lenient"] = (
-            results["strict"]["answers_per_s"] / results["olymmath_lenient"]["answers_per_s"]
-        )
-    disagreements = {}
-    for other in ("olymmath_lenient", "math_verify", "olymmath_lenient@thread"):
-        if "strict" in decisions and other in decisions:
-            rows = [
-                {
-                    "id": c["id"],
-                    "kind": c["kind"],
-                    "gold": c["gold"],
-                    "answer": c["response"].rsplit("\n", 1)[-1],
-                    "expected": c["expected"],
-                    "strict": s,
-                    other: o,
-                }
-                for c, s, o in zip(cases, decisions["strict"], decisions[other], strict=True)
-                if s != o
-            ]
-            out[f"agreement_strict_vs_{other}"] = 1 - len(rows) / len(cases)
-            disagreements[other] = rows
-    out["disagreements"] = disagreements
-    out["errors"] = {
-        name: [
-            {
-                "id": c["id"],
-                "kind": c["kind"],
-                "gold": c["gold"],
-                "answer": c["response"].rsplit("\n", 1)[-1],
-                "expected": c["expected"],
-            }
-            for c, g in zip(cases, got, strict=True)
-            if g != c["expected"]
-        ]
-        for name, got in decisions.items()
+        for c in cases:
+            t1 = time.perf_counter()
+            c[name] = bool(fn(c["response"], c["gold"]))
+            c[f"{name}_s"] = time.perf_counter() - t1
+        seconds[name] = time.perf_counter() - t0
+    return seconds
+
+
+def _timing(cases: list[dict], seconds: dict[str, float] | None = None) -> dict:
+    secs = seconds or {k: sum(c[f"{k}_s"] for c in cases) for k in CHECKERS}
+    return {
+        "responses": len(cases),
+        "seconds": secs,
+        f"speed_vs_{BASELINE}": {k: (secs[BASELINE] / secs[k]) if secs[k] > 0 else None for k in CHECKERS},
     }
+
+
+def read_labels(path: str | Path | None) -> dict[tuple[str, str], dict]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such labels file: {p}")
+    out: dict[tuple[str, str], dict] = {}
+    with open(p, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            label = (row.get("label") or "").strip()
+            if label not in LABELS:
+                raise UserError(f"{p}:{n}: label must be one of {', '.join(LABELS)}, got {label!r}")
+            out[(row["set"], row["id"])] = row
     return out
+
+
+def summarize(cases: list[dict], labels: dict[tuple[str, str], dict]) -> dict:
+    """Counts for one group of checked cases (see module docstring)."""
+    n = len(cases)
+    out: dict = {"responses": n, "accepted": {k: sum(c[k] for c in cases) for k in CHECKERS}}
+    for a, b in combinations(CHECKERS, 2):
+        out[f"agreement/{a}~{b}"] = sum(c[a] == c[b] for c in cases) / n if n else None
+    dis = [c for c in cases if len({c[k] for k in CHECKERS}) > 1]
+    out["agreement/all_three"] = 1 - len(dis) / n if n else None
+    out["disagreements"] = len(dis)
+    lab = [(c, labels[(c["set"], c["id"])]["label"]) for c in dis if (c["set"], c["id"]) in labels]
+    out["disagreements_labelled"] = len(lab)
+    out["labelled_correct"] = sum(lbl == "correct" for _, lbl in lab)
+    for k in CHECKERS:
+        out[f"{k}/accepted_wrong"] = sum(c[k] and lbl == "incorrect" for c, lbl in lab)
+        out[f"{k}/rejected_correct"] = sum((not c[k]) and lbl == "correct" for c, lbl in lab)
+    return out
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def compare(specs: list[str], out_dir: str | Path, labels_path: str | Path | None = None) -> dict:
+    from rucai.eval.math import extract_answer, olymmath_extract_boxed
+    from rucai.utils.io import atomic_write_text
+
+    cases: list[dict] = []
+    names: list[str] = []
+    for spec in specs:
+        name, rows = load_responses(spec)
+        if name in names:
+            raise UserError(f"set name {name!r} given twice; name the inputs NAME=PATH")
+        names.append(name)
+        cases.extend(rows)
+    if not cases:
+        raise UserError("no responses in the inputs")
+    labels = read_labels(labels_path)
+    seconds = run_checkers(cases)
+    for c in cases:
+        c["strict_extracted"] = extract_answer(c["response"])
+        c["box_extracted"] = olymmath_extract_boxed(c["response"])
+        lab = labels.get((c["set"], c["id"]))
+        c["label"] = lab["label"] if lab else ""
+        c["reason"] = lab.get("reason", "") if lab else ""
+    report: dict = {
+        "inputs": specs,
+        "labels": str(labels_path) if labels_path else None,
+        "checkers": list(CHECKERS),
+        "sets": {name: summarize([c for c in cases if c["set"] == name], labels) for name in names},
+        "all": summarize(cases, labels),
+        "timing": _timing(cases, seconds),
+        "timing_per_set": {name: _timing([c for c in cases if c["set"] == name]) for name in names},
+    }
+    dis = [c for c in cases if len({c[k] for k in CHECKERS}) > 1]
+    report["unlabelled_disagreements"] = [
+        {"set": c["set"], "id": c["id"]} for c in dis if (c["set"], c["id"]) not in labels
+    ]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["set", "id", "gold", "strict_extracted", "box_extracted", *CHECKERS]
+    atomic_write_text(out / "verdicts.csv", _csv(cases, fields))
+    atomic_write_text(out / "disagreements.csv", _csv(dis, [*fields, "label", "reason"]))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return report
 
 
 def markdown(report: dict) -> str:
     lines = [
-        f"{report['n_cases']} cases; {report.get('cpu', '')}",
-        "",
-        "| checker | answers/s | accuracy | errors | wrong accepted | correct rejected |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| set | responses | checker | accepted | accepted wrong | rejected correct |",
+        "|---|---:|---|---:|---:|---:|",
     ]
-    for name, r in report["checkers"].items():
-        lines.append(
-            f"| {name} | {r['answers_per_s']:.0f} | {r['accuracy']:.4f} | {r['errors']} | "
-            f"{r['wrong_accepted']} | {r['correct_rejected']} |"
-        )
-    lines.append("")
-    for key in ("speedup_strict_vs_math_verify", "speedup_strict_vs_lenient"):
-        if key in report:
-            lines.append(f"- {key}: {report[key]:.1f}x")
-    for key, val in report.items():
-        if key.startswith("agreement_"):
-            lines.append(f"- {key}: {val:.4f}")
-    for other, rows in report["disagreements"].items():
-        lines += [
-            "",
-            f"### strict vs {other}: {len(rows)} disagreements",
-            "",
-            "| id | kind | gold | answer | expected | strict | other |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows[:200]:
+    for name, s in [*report["sets"].items(), ("all", report["all"])]:
+        for k in CHECKERS:
             lines.append(
-                f"| {r['id']} | {r['kind']} | `{r['gold']}` | `{r['answer']}` | {r['expected']} | "
-                f"{r['strict']} | {r[other]} |"
+                f"| {name} | {s['responses']} | {k} | {s['accepted'][k]} | "
+                f"{s[f'{k}/accepted_wrong']} | {s[f'{k}/rejected_correct']} |"
             )
-        if len(rows) > 200:
-            lines.append(f"| ... {len(rows) - 200} more | | | | | | |")
+    lines.append("")
+    for name, s in [*report["sets"].items(), ("all", report["all"])]:
+        pair = ", ".join(
+            f"{key.split('/', 1)[1]} {v:.3f}" for key, v in s.items() if key.startswith("agreement/")
+        )
+        lines.append(
+            f"- {name}: {s['disagreements']} disagreements ({s['disagreements_labelled']} labelled, "
+            f"{s['labelled_correct']} of them correct); agreement {pair}"
+        )
+    t = report["timing"]
+    ratio = ", ".join(f"{k} {v:.2f}x" for k, v in t[f"speed_vs_{BASELINE}"].items() if v is not None)
+    lines.append(f"- speed relative to {BASELINE} ({t['responses']} responses, {t.get('cpu', '')}): {ratio}")
+    for name, ts in report.get("timing_per_set", {}).items():
+        r = ", ".join(f"{k} {v:.2f}x" for k, v in ts[f"speed_vs_{BASELINE}"].items() if v is not None)
+        lines.append(f"  - {name} ({ts['responses']} responses): {r}")
+    if report["unlabelled_disagreements"]:
+        lines.append(f"- UNLABELLED disagreements: {len(report['unlabelled_disagreements'])}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--data-dir", default=os.environ.get("RUCAI_DATA_DIR", "/work/shared/data"))
-    ap.add_argument("--out", help="write the full report as JSON here")
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N OlymMATH rows")
-    ap.add_argument("--checkers", default="", help="comma-separated subset of checkers")
-    ap.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
+    ap = argparse.ArgumentParser(
+        prog="python -m rucai.eval.math_bench", description=__doc__.split("\n", 1)[0]
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="run the three checkers over samples files")
+    c.add_argument("inputs", nargs="+", help="NAME=PATH or PATH of a JSON-lines file of responses")
+    c.add_argument(
+        "--out", required=True, help="output folder (verdicts.csv, disagreements.csv, metrics.json)"
+    )
+    c.add_argument(
+        "--labels", help="hand labels of the disagreements (CSV: set,id,extracted,gold,label,reason)"
+    )
+    c.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
     args = ap.parse_args(argv)
     cpu = "all cores"
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         core = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {core})
         cpu = f"pinned to core {core}"
-    rows = load_olymmath(args.data_dir)
-    if not rows:
-        print(f"error: no OlymMATH files under {Path(args.data_dir) / 'olymmath'}", file=sys.stderr)
+    try:
+        report = compare(args.inputs, args.out, args.labels)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.limit:
-        rows = rows[: args.limit]
-    cases = build_cases(rows)
-    names = [n for n in args.checkers.split(",") if n] or None
-    report = run(cases, names)
-    report["cpu"] = cpu
-    report["data_dir"] = str(args.data_dir)
+    report["timing"]["cpu"] = cpu
+    Path(args.out, "metrics.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print(markdown(report))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return 0
 
 

@@ -31,7 +31,7 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
-    from rucai.eval.math import extract_answer, verify
+    from rucai.eval.math import extract_answer, olymmath_extract_boxed, verify
     from rucai.llm import build as build_llm
     from rucai.llm.base import SamplingParams
     from rucai.runtime import hardware
@@ -51,6 +51,9 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
 
     def check(response: str, gold: str) -> bool:
         return verify(response, gold, protocol=s["protocol"])
+
+    def extract(response: str) -> str | None:  # the answer the protocol grades (cons@k clusters these)
+        return olymmath_extract_boxed(response) if s["protocol"] == "olymmath_lenient" else extract_answer(response)
 
     def equivalent(a: str, b: str) -> bool:
         return verify(f"\\boxed{{{a}}}", b)
@@ -80,7 +83,7 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
                 rows = []
                 for j, ((p, missing), out) in enumerate(zip(group, outputs, strict=True)):
                     for idx, comp in zip(missing, out.completions, strict=True):
-                        extracted = extract_answer(comp.text)
+                        extracted = extract(comp.text)
                         rows.append({
                             "problem_id": p.id, "sample_idx": idx, "sampling_key": key,
                             "benchmark": p.benchmark, "language": p.language, "tier": p.tier,
@@ -93,9 +96,17 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
             log.info("generated %d/%d problems", min(start + s["chunk_size"], len(todo)), len(todo))
 
     rows = [r for r in read_samples(samples_path, key).values() if r["problem_id"] in by_id]
-    for r in rows:  # rescore with the current checker/protocol
+    for r in rows:  # rescore with the current checker/protocol: the answer and the verdict
+        r["extracted"] = extract(r["response"])
         r["correct"] = check(r["response"], by_id[r["problem_id"]].answer)
     metrics, per_problem = summarize(rows, by_id, equivalent, lambda a, g: check(f"\\boxed{{{a}}}", g))
+    if s["protocol"] != "strict":  # the strict checker beside the protocol the run reports
+        strict_rows = [r | {"extracted": extract_answer(r["response"]),
+                            "correct": verify(r["response"], by_id[r["problem_id"]].answer)} for r in rows]
+        strict, _ = summarize(strict_rows, by_id, equivalent, lambda a, g: verify(f"\\boxed{{{a}}}", g))
+        metrics |= {f"eval/strict/{k.removeprefix('eval/')}": v for k, v in strict.items()
+                    if k.startswith("eval/") and "/" not in k.removeprefix("eval/")
+                    and "tokens" not in k}
 
     import pandas as pd
 
