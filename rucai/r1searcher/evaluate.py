@@ -24,13 +24,11 @@ EVAL_SETS = ("hotpotqa_500", "2wiki_500", "musique_500", "bamboogle")
 MODES = ("r1searcher", "rag", "naive")
 
 
-def load_set(data_dir: str | Path, name: str, limit: int | None = None) -> list[dict]:
-    from rucai.errors import UserError
+def load_set(data_dir: str | Path, name: str, limit: int | None = None, split: Any = None) -> list[dict]:
+    """`multihop_qa/<name>.jsonl`, or a part of `method.split` (split_eval | split_train)."""
+    from rucai.r1searcher.split import load_rows
 
-    path = Path(data_dir) / "multihop_qa" / f"{name}.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} not found: set paths.data_dir (RUCAI_DATA_DIR) to the folder holding multihop_qa/")
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = load_rows(data_dir, name, split)
     return rows[:limit] if limit else rows
 
 
@@ -94,7 +92,7 @@ def summarize(rows: list[dict], judge: list[float] | None = None) -> dict[str, f
 def evaluate(llm: Any, tokenizer: Any, retriever: Any, data_dir: str | Path, out_dir: Path,
              sets: list[str], modes: list[str], limit: int | None, style: str = "chat", topk: int = 5,
              max_rounds: int = 9, max_tokens: int = 512, judge_llm: Any = None,
-             normalization: str = DEFAULT_NORMALIZATION) -> dict[str, Any]:
+             normalization: str = DEFAULT_NORMALIZATION, split: Any = None) -> dict[str, Any]:
     """Run every (mode, set); write `samples/<mode>_<set>.jsonl` and `results.csv`; return metrics."""
     import pandas as pd
 
@@ -104,7 +102,7 @@ def evaluate(llm: Any, tokenizer: Any, retriever: Any, data_dir: str | Path, out
     table = []
     for mode in modes:
         for name in sets:
-            rows = load_set(data_dir, name, limit)
+            rows = load_set(data_dir, name, limit, split)
             preds = predict(llm, tokenizer, retriever, rows, mode, style, topk, max_rounds, max_tokens,
                             normalization)
             judge = None

@@ -13,6 +13,12 @@ documents included) and the gold answer(s) and returns its components plus `tota
                     occur equally often, at least once, each block starting `(1)`; format +0.5 when
                     there is no `<think>` and exactly one `</think>`, `<answer>`, `</answer>`
   llama_stage1_cem  its answer term alone (+1 / -1), an ablation
+  llama_stage2      the released Llama stage-2 server (`train/reward_server_llama_stage2.py`): answer F1
+                    of the last `<answer>...</answer>` (0 unless both tags occur) and -1 when malformed:
+                    the query and document tags do not all occur equally often (each block starting
+                    `(1)`), or not (no `<think>`, exactly one `</think>`, `<answer>`, `</answer>`), or
+                    CJK text outside the document blocks. Unlike the Qwen server: no answer-position,
+                    `Assistant` or answer-length checks, and -1 instead of -2
 
 "Well formed" (`format_ok`), from the released checks: exactly one `</think>` (and no `<think>` since
 the prompt ends in it; one of each when it does not); exactly one `<answer>...</answer>`, after
@@ -146,3 +152,16 @@ def llama_stage1(response: str, golds: str | list[str], prompt_opens_think: bool
     retrieval = 0.5 if len(set(tags)) == 1 and tags[0] >= 1 else 0.0
     fmt = 0.5 if c(BEGIN_THINK) == 0 and c(END_THINK) == c(BEGIN_ANSWER) == c(END_ANSWER) == 1 else 0.0
     return {"retrieval": retrieval, "format": fmt, "answer": answer, "total": answer + retrieval + fmt}
+
+
+@reward("llama_stage2")
+def llama_stage2(response: str, golds: str | list[str], prompt_opens_think: bool = True) -> dict[str, float]:
+    c = response.count
+    pred = response.split(BEGIN_ANSWER)[-1].split(END_ANSWER)[0].strip()  # the server's extract_answer_math
+    f1 = f1_score(pred, golds) if BEGIN_ANSWER in response and END_ANSWER in response else 0.0
+    tags = (c(BEGIN_DOCS + "\n"), c(END_DOCS + "\n\n"), c(BEGIN_QUERY), c(END_QUERY), c(BEGIN_DOCS), c(END_DOCS),
+            c(BEGIN_DOCS + "\n(1)"))
+    ok = (len(set(tags)) == 1 and c(BEGIN_THINK) == 0 and c(END_THINK) == c(BEGIN_ANSWER) == c(END_ANSWER) == 1
+          and not _CJK.search(_DOC_BLOCK.sub("", response)))
+    penalty = 0.0 if ok else -1.0
+    return {"retrieval": 0.0, "format": penalty, "answer": f1, "total": f1 + penalty}

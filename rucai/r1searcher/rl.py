@@ -3,15 +3,21 @@ group-normalised advantages, masked token-level policy gradient, Lightning Fabri
 strategies (CPU, one GPU, DDP, FSDP, DeepSpeed ZeRO-2/3: `rucai.runtime.fabric` on the `hardware`
 profile), step checkpoints through `fabric.save` (so DeepSpeed's sharded states too).
 
-Per step: `prompts_per_step` questions x `n_samples` rollouts (temperature 1.0) with the current
-policy -> rewards (per component) -> advantages -> one gradient update (on-policy, so the PPO ratio
-is 1 and clipping is inactive; the loss is still written as the clipped surrogate) -> CSV/logger row.
+Per step (OpenRLHF's schedule, as the released scripts run it): `prompts_per_step` questions x
+`n_samples` rollouts (temperature 1.0, top_p 0.95) with the current policy -> rewards (per component) ->
+advantages over the whole rollout batch -> `max_epochs` passes over it in shuffled minibatches of
+`train_batch_size` rollouts, one clipped policy update each, the ratio against the rollout-time
+log-probs (so from the second minibatch on the ratio moves off 1 and clipping acts; with
+train_batch_size null one update, ratio 1) -> CSV/logger row.
 
-  reinforce_pp_baseline  (Qwen recipe) A = r - mean(r of the prompt's samples); per-token return
-                         with the KL penalty folded into the reward (k1, coefficient `kl_coef`);
-                         advantages whitened over all loss tokens of the batch (OpenRLHF)
-  grpo                   (Llama stage-1 recipe) A = (r - mean) / (std + 1e-6) within the prompt's
-                         samples; KL (k3) to the reference as a loss term
+  reinforce_pp_baseline  (Qwen recipe, Llama stage 2; OpenRLHF reinforce_baseline) A = r - mean(r of the
+                         prompt's samples); per-token return with the KL penalty folded into the reward
+                         (k1, `kl_coef`); whitened over all loss tokens of the rollout batch
+  grpo                   (Llama stage 1; OpenRLHF group_norm) A = (r - mean) / (std + 1e-9) within the
+                         prompt's samples; the same KL-in-return (kl_mode=reward, the authors'), or k3 KL
+                         as a loss term (kl_mode=loss); no whitening
+Loss: each rollout's token-mean surrogate averaged over the minibatch's rollouts (loss_agg=seq_mean,
+OpenRLHF with micro_train_batch_size 1) or the token mean over the minibatch (token_mean).
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from rucai.utils.io import append_csv_row
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALGOS", "group_advantages", "save_checkpoint", "save_policy", "token_advantages", "train_stage"]
+__all__ = ["ALGOS", "group_advantages", "kl_k1", "minibatches", "policy_loss", "save_checkpoint", "save_policy",
+           "token_advantages", "train_stage"]
 
 
 def group_advantages(rewards: list[float], n: int, algo: str) -> list[float]:
-    """Sequence-level advantages for rewards laid out prompt-major (`n` samples per prompt)."""
+    """Sequence-level advantages for rewards laid out prompt-major (`n` samples per prompt): OpenRLHF's
+    process_experiences (reinforce_baseline: r - mean; group_norm: (r - mean) / (std + 1e-9), std with n - 1)."""
     if len(rewards) % n:
         raise ValueError(f"{len(rewards)} rewards are not a multiple of n={n}")
     out = []
@@ -44,19 +52,30 @@ def group_advantages(rewards: list[float], n: int, algo: str) -> list[float]:
         mean = sum(grp) / n
         if algo == "grpo":
             std = math.sqrt(sum((x - mean) ** 2 for x in grp) / max(n - 1, 1)) if n > 1 else 0.0
-            out += [(x - mean) / (std + 1e-6) for x in grp]
+            out += [(x - mean) / (std + 1e-9) for x in grp]
         else:
             out += [x - mean for x in grp]
     return out
 
 
+def kl_k1(logprobs: list[list[float]], ref_logprobs: list[list[float]]) -> list[list[float]]:
+    """Per-token k1 KL estimate log pi(a_t) - log pi_ref(a_t) (OpenRLHF compute_approx_kl without k3)."""
+    return [[p - r for p, r in zip(lp, rlp, strict=True)] for lp, rlp in zip(logprobs, ref_logprobs, strict=True)]
+
+
 def token_advantages(seq_adv: list[float], masks: list[list[int]], algo: str,
-                     kl: list[list[float]] | None = None, kl_coef: float = 0.0) -> list[list[float]]:
-    """Per-token advantages. reinforce_pp_baseline: return-to-go of (-kl_coef * kl_t) plus the
-    sequence advantage, then whitened over all mask-1 tokens; grpo: the sequence advantage."""
+                     kl: list[list[float]] | None = None, kl_coef: float = 0.0,
+                     kl_mode: str = "reward") -> list[list[float]]:
+    """Per-token advantages, OpenRLHF's compute_reward + get_cumulative_returns (gamma 1) + the replay
+    buffer's whitening. kl_mode=reward (the authors' runs, both algos): the per-token reward is
+    -kl_coef * kl_t on mask-1 tokens plus the sequence advantage at the end, so token t gets
+    a - kl_coef * sum_{t' >= t} kl_t' m_t'; kl_mode=loss: the sequence advantage on every token (the KL
+    goes into the loss). reinforce_pp_baseline then whitens over all mask-1 tokens of the batch
+    ((v - mean) / sqrt(max(var, 1e-8)), var over the tokens, not n - 1); grpo (group_norm) does not."""
+    fold = kl is not None and kl_coef > 0 and kl_mode == "reward"
     out = []
     for i, (a, m) in enumerate(zip(seq_adv, masks, strict=True)):
-        if algo == "reinforce_pp_baseline" and kl is not None and kl_coef > 0:
+        if fold:
             ret, acc = [0.0] * len(m), 0.0
             for t in range(len(m) - 1, -1, -1):
                 acc += -kl_coef * kl[i][t] * m[t]
@@ -66,10 +85,45 @@ def token_advantages(seq_adv: list[float], masks: list[list[int]], algo: str,
             out.append([a] * len(m))
     if algo == "reinforce_pp_baseline":
         vals = [v for row, m in zip(out, masks, strict=True) for v, k in zip(row, m, strict=True) if k]
-        if len(vals) > 1:
+        if vals:
             mu = sum(vals) / len(vals)
-            sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
-            out = [[(v - mu) / (sd + 1e-8) for v in row] for row in out]
+            rstd = 1.0 / math.sqrt(max(sum((v - mu) ** 2 for v in vals) / len(vals), 1e-8))
+            out = [[(v - mu) * rstd for v in row] for row in out]
+    return out
+
+
+def policy_loss(logprobs: Any, old_logprobs: Any, advantages: Any, mask: Any, clip_eps: float,
+                loss_agg: str = "seq_mean", denom: float | None = None) -> tuple[Any, Any]:
+    """The PPO-clip surrogate of one chunk of rollouts ([B, T] tensors) and its ratio exp(lp - old).
+
+    seq_mean (OpenRLHF PolicyLoss): each rollout's mean over its mask-1 tokens, summed over the chunk and
+    divided by `denom` (the minibatch's rollouts); token_mean: summed over mask-1 tokens / `denom` (the
+    minibatch's loss tokens). `denom` null: this chunk's own count."""
+    import torch
+
+    ratio = torch.exp(logprobs - old_logprobs)
+    surr = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages)
+    per_tok = -surr * mask
+    if loss_agg == "seq_mean":
+        loss = (per_tok.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / (denom or logprobs.shape[0])
+    else:
+        loss = per_tok.sum() / (denom or mask.sum().clamp(min=1))
+    return loss, ratio
+
+
+def minibatches(n: int, train_batch_size: int | None, max_epochs: int, seed: int) -> list[list[int]]:
+    """The update schedule over one rollout batch of `n` rollouts (OpenRLHF ppo_train): `max_epochs`
+    passes, each a fresh shuffle (seeded) cut into minibatches of `train_batch_size` (null: all `n`)."""
+    tbs = n if train_batch_size is None else int(train_batch_size)
+    if n % tbs:
+        raise ValueError(f"train_batch_size={tbs} does not divide the {n} rollouts")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(max_epochs):
+        idx = list(range(n))
+        if tbs < n:
+            rng.shuffle(idx)
+        out += [idx[b:b + tbs] for b in range(0, n, tbs)]
     return out
 
 
@@ -211,6 +265,11 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
     raw = model.module if hasattr(model, "module") else model
     llm = search_hf_llm(model=raw, tokenizer=tok, batch_size=max(s.micro_batch_size, 1) * 4,
                         device=str(fabric.device))
+    # issue 13 item 4: rollout_backend=vllm generates on an in-process vLLM engine whose weights are
+    # synced from the policy before every rollout batch; all code after engine.run is shared
+    vsync = _vllm_rollout(s, policy_path, seed, hardware)
+    if vsync is not None:
+        llm = vsync.llm
     tok.padding_side = "left"  # HFLLM's; training pads on the right explicitly below
     engine = SearchRolloutEngine(llm, retriever, topk=s.topk, max_searches=s.max_searches,
                                  max_tokens_per_round=s.max_tokens_per_round,
@@ -251,6 +310,8 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
         prompts = [search_prompt(q, prompt_style, tok) for q in questions]
         raw.eval()
         t0 = time.perf_counter()
+        if vsync is not None:  # issue 13 item 4: the engine samples from the current policy
+            vsync.sync(raw)
         sp = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens_per_round,
                             seed=seed * 100003 + step)
         rollouts = engine.run(questions, prompts, sp)
@@ -264,44 +325,58 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
         lmask = [[0] * len(p) + m for p, _, m in toks]
         raw.train()
         n_loss_tokens = max(1, sum(sum(m[1:]) for m in lmask))
-        kl_rows: list[list[float]] | None = None
+        masks_shift = [m[1:] for m in lmask]
+        schedule = minibatches(len(seqs), s.train_batch_size, int(s.max_epochs), seed * 1000003 + step)
+        # rollout-time log-probs (the PPO ratio's denominator after the first update; OpenRLHF's
+        # action_log_probs) and the reference's, both before any update of this step
+        need_old = len(schedule) > 1
+        old_lp_rows: list[list[float]] = []
         ref_lp_rows: list[list[float]] = []
-        if ref is not None:  # per-token log-ratio to the reference, before the update
-            kl_rows = []
+        if need_old or ref is not None:
             with torch.no_grad():
                 for b in range(0, len(seqs), s.micro_batch_size):
                     ids, att = _pad(seqs[b:b + s.micro_batch_size], tok.pad_token_id, fabric.device)
-                    lp, rlp = _logprobs(model, ids, att), _logprobs(ref, ids, att)
-                    for row_p, row_r, a in zip(lp.tolist(), rlp.tolist(), att, strict=True):
+                    lp = _logprobs(model, ids, att).tolist()
+                    rlp = _logprobs(ref, ids, att).tolist() if ref is not None else None
+                    for i, a in enumerate(att):
                         n_tok = int(a.sum()) - 1
-                        ref_lp_rows.append(row_r[:n_tok])
-                        kl_rows.append([p - r for p, r in zip(row_p[:n_tok], row_r[:n_tok], strict=True)])
-        masks_shift = [m[1:] for m in lmask]
-        adv_rows = token_advantages(seq_adv, masks_shift, s.algo, kl_rows if s.algo != "grpo" else None,
-                                    s.kl_coef)
-        optim.zero_grad(set_to_none=True)
-        loss_sum, kl_sum = 0.0, 0.0
-        for b in range(0, len(seqs), s.micro_batch_size):
-            chunk = slice(b, b + s.micro_batch_size)
-            ids, att = _pad(seqs[chunk], tok.pad_token_id, fabric.device)
-            width = ids.shape[1] - 1
-            m = _pad_float(masks_shift[chunk], width, fabric.device)
-            adv = _pad_float(adv_rows[chunk], width, fabric.device)
-            lp = _logprobs(model, ids, att)
-            old = lp.detach()  # one update per rollout batch: the sampling policy is the current one
-            ratio = torch.exp(lp - old)
-            surr = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - s.clip_eps, 1 + s.clip_eps) * adv)
-            loss = -(surr * m).sum() / n_loss_tokens
-            if ref is not None and s.algo == "grpo":
-                rlp = _pad_float(ref_lp_rows[chunk], width, fabric.device)
-                k3 = torch.exp(rlp - lp) - (rlp - lp) - 1
-                kl_term = (k3 * m).sum() / n_loss_tokens
-                loss = loss + s.kl_coef * kl_term
-                kl_sum += float(kl_term.detach())
-            fabric.backward(loss)
-            loss_sum += float(loss.detach())
-        grad_norm = None if deepspeed else fabric.clip_gradients(model, optim, max_norm=s.max_grad_norm)
-        optim.step()
+                        old_lp_rows.append(lp[i][:n_tok])
+                        if rlp is not None:
+                            ref_lp_rows.append(rlp[i][:n_tok])
+        kl_rows = kl_k1(old_lp_rows, ref_lp_rows) if ref is not None else None
+        adv_rows = token_advantages(seq_adv, masks_shift, s.algo, kl_rows, s.kl_coef, s.kl_mode)
+        kl_loss = ref is not None and s.kl_mode == "loss"
+        losses, kl_terms, clipped, ratio_dev, grad_norm = [], [], 0.0, 0.0, None
+        for sel in schedule:
+            optim.zero_grad(set_to_none=True)
+            denom = float(len(sel)) if s.loss_agg == "seq_mean" else float(max(1, sum(sum(masks_shift[i]) for i in sel)))
+            loss_mb, kl_mb = 0.0, 0.0
+            for b in range(0, len(sel), s.micro_batch_size):
+                chunk = sel[b:b + s.micro_batch_size]
+                ids, att = _pad([seqs[i] for i in chunk], tok.pad_token_id, fabric.device)
+                width = ids.shape[1] - 1
+                m = _pad_float([masks_shift[i] for i in chunk], width, fabric.device)
+                adv = _pad_float([adv_rows[i] for i in chunk], width, fabric.device)
+                lp = _logprobs(model, ids, att)
+                # a single update per rollout batch: the sampling policy is the current one (ratio 1)
+                old = _pad_float([old_lp_rows[i] for i in chunk], width, fabric.device) if need_old else lp.detach()
+                loss, ratio = policy_loss(lp, old, adv, m, s.clip_eps, s.loss_agg, denom)
+                if kl_loss:
+                    rlp = _pad_float([ref_lp_rows[i] for i in chunk], width, fabric.device)
+                    k3 = torch.exp(rlp - lp) - (rlp - lp) - 1
+                    kl_term = ((k3 * m).sum(-1) / m.sum(-1).clamp(min=1)).sum() / len(sel) \
+                        if s.loss_agg == "seq_mean" else (k3 * m).sum() / denom
+                    loss = loss + s.kl_coef * kl_term
+                    kl_mb += float(kl_term.detach())
+                fabric.backward(loss)
+                loss_mb += float(loss.detach())
+                with torch.no_grad():
+                    clipped += float((((ratio - 1).abs() > s.clip_eps).float() * m).sum())
+                    ratio_dev = max(ratio_dev, float(((ratio - 1).abs() * m).max()))
+            grad_norm = None if deepspeed else fabric.clip_gradients(model, optim, max_norm=s.max_grad_norm)
+            optim.step()
+            losses.append(loss_mb)
+            kl_terms.append(kl_mb)
         n = len(rollouts)
         row = {"stage": name, "step": step,
                "reward/total": sum(rewards) / n,
@@ -311,12 +386,24 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
                "finish/answer": sum(r.finish == "answer" for r in rollouts) / n,
                "tokens/response": sum(len(t[1]) for t in toks) / n,
                "tokens/doc_frac": sum(len(t[2]) - sum(t[2]) for t in toks) / max(1, sum(len(t[2]) for t in toks)),
-               "loss": loss_sum, "kl": kl_sum if ref is not None else 0.0,
+               "loss": sum(losses) / len(losses), "kl": sum(kl_terms) / len(kl_terms) if kl_loss else 0.0,
+               "updates": len(schedule), "ratio/clip_frac": clipped / (n_loss_tokens * int(s.max_epochs)),
+               "ratio/max_abs_dev": ratio_dev,
                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                "time/rollout_s": t_rollout, "time/step_s": time.perf_counter() - t_step}
-        if ref is not None and s.algo != "grpo":
+        if ref is not None and not kl_loss:  # mean k1 over the loss tokens at rollout time
             row["kl"] = sum(sum(k * mm for k, mm in zip(kr, ms, strict=True)) for kr, ms in
                             zip(kl_rows, masks_shift, strict=True)) / n_loss_tokens
+        # the rollouts' answers against the gold (the authors' normalisation; 0 without an answer tag) and
+        # the share of well-formed rollouts (`rewards.format_ok`), whatever the stage's reward
+        from rucai.eval.qa import cover_exact_match, f1_score
+        from rucai.r1searcher.rewards import answer_text, format_ok
+
+        preds = [answer_text(r.response) for r in rollouts]
+        row["answer/cover_em"] = sum(cover_exact_match(p, g) for p, g in zip(preds, golds, strict=True)
+                                     if p is not None) / n
+        row["answer/f1"] = sum(f1_score(p, g) for p, g in zip(preds, golds, strict=True) if p is not None) / n
+        row["format/ok"] = sum(format_ok(r.response) for r in rollouts) / n
         history.append(row)
         if fabric.is_global_zero:
             with open(samples_path, "a", encoding="utf-8") as f:
@@ -341,6 +428,8 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
             log.warning("%s: stop signal after step %d; checkpoint saved, resume with ckpt_path=last", name, step)
             stop_signals.forward()
     stop_signals.restore()
+    if vsync is not None:
+        vsync.close()
     raw.eval()
     policy_dir = out_dir / "policy"
     if fabric.is_global_zero:
@@ -350,6 +439,18 @@ def train_stage(policy_path: str, out_dir: Path, data: list[dict], retriever: An
     return {"stage": name, "steps": s.steps, "policy": str(policy_dir), "init_from": str(policy_path),
             "resumed_after_step": start, "first": history[0] if history else {},
             "last": history[-1] if history else {}}
+
+
+# ---- issue 13 item 4: the vLLM rollout path (rucai/r1searcher/vllm_sync.py) ------------------------------
+
+def _vllm_rollout(s: Any, policy_path: str, seed: int, hardware: Any) -> Any:
+    """A `vllm_sync.VLLMRollout` from the stage's initial policy when `s.rollout_backend == "vllm"`,
+    else None (the hf path: the policy generates its own rollouts)."""
+    if str(getattr(s, "rollout_backend", "hf")) != "vllm":
+        return None
+    from rucai.r1searcher.vllm_sync import VLLMRollout
+
+    return VLLMRollout(policy_path, seed=seed, engine_kwargs=getattr(s, "rollout_engine", None), hardware=hardware)
 
 
 def _pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:

@@ -174,7 +174,9 @@ class SearchRolloutEngine:
 
 def tokenize_rollout(tokenizer: Any, rollout: Rollout) -> tuple[list[int], list[int], list[int]]:
     """(prompt_ids, response_ids, loss_mask): segments are tokenised one by one and concatenated, so
-    the mask is exactly 0 on the tokens of the inserted document blocks and 1 elsewhere."""
+    the mask is exactly 0 on the tokens of the inserted document blocks and 1 elsewhere. A rollout the
+    model ended with EOS gets the EOS token as its last loss token (the authors train on vLLM's sampled
+    token ids, EOS included; the text alone would drop it and stopping would never be learned)."""
     prompt_ids = tokenizer(rollout.prompt, add_special_tokens=True)["input_ids"]
     ids: list[int] = []
     mask: list[int] = []
@@ -184,6 +186,9 @@ def tokenize_rollout(tokenizer: Any, rollout: Rollout) -> tuple[list[int], list[
         seg = tokenizer(text, add_special_tokens=False)["input_ids"]
         ids += seg
         mask += [int(by_model)] * len(seg)
+    if rollout.finish == "eos" and getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+        mask.append(1)
     return prompt_ids, ids, mask
 
 

@@ -94,7 +94,7 @@ def build_retriever(cfg: DictConfig) -> tuple[Any, Any]:
             raise UserError("method.retriever.service=url needs method.retriever.url=http://127.0.0.1:<port>")
         return load_retriever(r.url), None
     kinds = list(r.kinds)
-    folder = ensure_index(r.index_dir, r.source, r.input, kinds, words=int(r.words), limit=r.limit)
+    folder = ensure_index(r.index_dir, r.source, r.input, kinds, words=int(r.words), limit=r.limit, encoder=r.encoder)
     local = load_retriever(folder, kind=r.kind)
     if r.service == "inprocess":
         return local, None
@@ -127,13 +127,11 @@ class Retrieval:
             self._server = None
 
 
-def _load_rows(data_dir: str, name: str) -> list[dict]:
-    import json
+def _load_rows(data_dir: str, name: str, split: Any = None) -> list[dict]:
+    """`multihop_qa/<name>.jsonl`, or a part of `method.split` (split_train | split_eval)."""
+    from rucai.r1searcher.split import load_rows
 
-    path = Path(data_dir) / "multihop_qa" / f"{name}.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} not found: set RUCAI_DATA_DIR to the folder holding multihop_qa/")
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return load_rows(data_dir, name, split)
 
 
 def initial_policy(cfg: DictConfig) -> str:
@@ -152,7 +150,7 @@ def run_stage(cfg: DictConfig, stage: Any, init_from: str, retriever: Any, step_
     from rucai.r1searcher.rl import train_stage
 
     s = cfg.method[stage.name]
-    data = _load_rows(cfg.paths.data_dir, s.data)
+    data = _load_rows(cfg.paths.data_dir, s.data, cfg.method.split)
     log.info("%s: %d training questions from %s, policy %s", stage.name, len(data), s.data, init_from)
     runtime.seed(cfg)
 
@@ -197,7 +195,8 @@ def run_eval(cfg: DictConfig, stage: Any, model_path: str | None, retriever: Any
     try:
         metrics = evaluate(llm, tokenizer, retriever, cfg.paths.data_dir, stage.dir, list(e.sets), list(e.modes),
                            e.limit, style=m.prompt_style, topk=int(e.topk), max_rounds=int(e.max_rounds),
-                           max_tokens=int(e.max_tokens), judge_llm=judge, normalization=e.normalization)
+                           max_tokens=int(e.max_tokens), judge_llm=judge, normalization=e.normalization,
+                           split=m.split)
     finally:
         llm.close()
     runtime.log_metrics(cfg, metrics, step)

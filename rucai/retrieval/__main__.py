@@ -1,6 +1,8 @@
 """`python -m rucai.retrieval build|serve|search|bench` (see rucai.retrieval for the formats).
 
-  build  --source hotpotqa_contexts|kilt|jsonl|tsv --input FILE --out DIR [--kinds bm25 dense]
+  download --corpus kilt|hotpotqa_abstracts --out DIR   the R1-Searcher authors' corpora -> DIR/<corpus>.tsv
+  build  --source hotpotqa_contexts|kilt|jsonl|tsv|r1searcher_tsv --input FILE --out DIR [--kinds bm25 dense]
+         [--encoder all-minilm-l6-v2|bge-large-en-v1.5|<folder>]
   serve  --index DIR [--kind bm25] [--host 127.0.0.1] [--port 8765]
   search --index DIR|URL "query" [-k 3]
   bench  --index DIR [--kind bm25] [--queries FILE.jsonl] [-n 256]  queries/s, batched vs single
@@ -50,15 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     kinds = index_kinds()  # the registered backends (rucai.retrieval imports them)
     p = argparse.ArgumentParser(prog="python -m rucai.retrieval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rucai.retrieval.corpus import SOURCES
+    from rucai.retrieval.download import CORPORA
+
     sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("download", help="fetch one of the R1-Searcher authors' corpora and write its TSV")
+    d.add_argument("--corpus", required=True, choices=sorted(CORPORA))
+    d.add_argument("--out", required=True)
+    d.add_argument("--url", default=None, help="another source for the same file")
     b = sub.add_parser("build", help="split a corpus into passages and index it")
-    b.add_argument("--source", required=True, choices=["hotpotqa_contexts", "kilt", "jsonl", "tsv"])
+    b.add_argument("--source", required=True, choices=list(SOURCES))
     b.add_argument("--input", required=True)
     b.add_argument("--out", required=True)
     b.add_argument("--kinds", nargs="+", default=["bm25"], choices=kinds)
     b.add_argument("--words", type=int, default=100, help="passage length in words (kilt)")
     b.add_argument("--limit", type=int, default=None, help="stop after this many passages")
-    b.add_argument("--encoder", default="all-minilm-l6-v2")
+    b.add_argument("--encoder", default="all-minilm-l6-v2",
+                   help="dense kind: all-minilm-l6-v2 | bge-large-en-v1.5 (the authors') | a model folder")
     s = sub.add_parser("serve", help="serve an index over HTTP")
     s.add_argument("--index", required=True)
     s.add_argument("--kind", default=None, choices=kinds)
@@ -79,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        if args.cmd == "build":
+        if args.cmd == "download":
+            from rucai.retrieval.download import download_corpus
+
+            tsv = download_corpus(args.corpus, args.out, url=args.url)
+            print(f"{tsv}: index it with `python -m rucai.retrieval build --source r1searcher_tsv --input {tsv} "
+                  f"--out <index dir> --kinds dense --encoder bge-large-en-v1.5`")
+        elif args.cmd == "build":
             from rucai.retrieval.corpus import read_passages
             from rucai.retrieval.index import build_index
 

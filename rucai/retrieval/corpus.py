@@ -2,9 +2,13 @@
 
   hotpotqa_contexts  IRCoT-processed HotpotQA (`contexts: [{title, paragraph_text}]`), deduplicated
   kilt               KILT knowledge source JSONL (`wikipedia_title`, `text: [paragraphs]`), split
-                     into ~100-word passages (the authors' `split_kilt_to_100.py` recipe)
+                     into ~100-word passages (ours: section/bullet paragraphs dropped, title apart;
+                     the authors' exact split is `download --corpus kilt` -> r1searcher_tsv)
   jsonl              one passage per line: `{id?, title?, text|contents}`
   tsv                `id \\t text \\t title` (DPR / RocketQA style), header optional
+  r1searcher_tsv     the R1-Searcher authors' corpus TSV, `idx \\t passage` read as raw lines (no
+                     quoting): the passage is what their server embeds and returns
+                     (`rucai.retrieval.download` writes these)
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from rucai.errors import UserError
 from rucai.retrieval.base import Passage
 
-SOURCES = ("hotpotqa_contexts", "kilt", "jsonl", "tsv")
+SOURCES = ("hotpotqa_contexts", "kilt", "jsonl", "tsv", "r1searcher_tsv")
 
 
 def split_words(text: str, words: int = 100) -> list[str]:
@@ -72,12 +76,20 @@ def read_tsv(path: Path) -> Iterator[Passage]:
             yield Passage(id=row[0], text=row[1], title=row[2] if len(row) > 2 else "")
 
 
+def read_r1searcher_tsv(path: Path) -> Iterator[Passage]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            idx, sep, text = line.rstrip("\n").partition("\t")
+            if sep and text.strip():
+                yield Passage(id=idx.lstrip("\ufeff"), title="", text=text)
+
+
 def read_passages(source: str, path: str | Path, words: int = 100, limit: int | None = None) -> list[Passage]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"corpus file not found: {path}")
     readers = {"hotpotqa_contexts": read_hotpotqa_contexts, "kilt": lambda p: read_kilt(p, words),
-               "jsonl": read_jsonl, "tsv": read_tsv}
+               "jsonl": read_jsonl, "tsv": read_tsv, "r1searcher_tsv": read_r1searcher_tsv}
     if source not in readers:
         raise UserError(f"unknown corpus source={source!r}; valid: {', '.join(SOURCES)}")
     out: list[Passage] = []

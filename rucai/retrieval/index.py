@@ -1,7 +1,8 @@
-"""BM25 (bm25s) and dense (sentence-transformers + faiss, inner product on unit vectors) indexes.
+"""BM25 (bm25s) and dense (faiss inner product on unit vectors; all-MiniLM-L6-v2 by default, the authors'
+BGE-large-en-v1.5 with `encoder=bge-large-en-v1.5`, `rucai.retrieval.encoders`) indexes.
 
 An index folder holds `passages.jsonl`, `index.json` (what was built, from what) and one
-sub-folder per kind: `bm25/` (bm25s' own files) and `dense/` (`faiss.index`, encoder name).
+sub-folder per kind: `bm25/` (bm25s' own files) and `dense/` (`faiss.index`, `encoder.json`: the encoder's full spec).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rucai.errors import UserError
 from rucai.retrieval.base import INDEX_META, Passage, Retriever, index_class, index_kinds, register_retriever
 from rucai.retrieval.corpus import write_passages
+from rucai.retrieval.encoders import EncoderSpec, load_text_encoder, resolve_spec
 
 log = logging.getLogger(__name__)
 
@@ -80,35 +83,35 @@ class BM25Index(Retriever):
 
 @register_retriever("dense")
 class DenseIndex(Retriever):
+    """Exact inner-product search (faiss IndexFlatIP, the authors' 'Flat' METRIC_INNER_PRODUCT) over
+    normalised passage vectors; queries encoded with the same encoder and its query instruction
+    (`rucai.retrieval.encoders`)."""
 
-    def __init__(self, passages: list[Passage], index: Any, encoder: Any, encoder_name: str,
-                 batch_size: int = 64) -> None:
-        self.passages, self.index, self.encoder = passages, index, encoder
-        self.encoder_name, self.batch_size = encoder_name, int(batch_size)
+    def __init__(self, passages: list[Passage], index: Any, encoder: Any, spec: EncoderSpec) -> None:
+        self.passages, self.index, self.encoder, self.spec = passages, index, encoder, spec
+        self.encoder_name = spec.name
 
-    @staticmethod
-    def _encoder(name: str) -> Any:
-        from rucai.rec.embeddings import load_encoder
-
-        return load_encoder(name)
-
-    def _encode(self, texts: Sequence[str]) -> Any:
-        import numpy as np
-
-        emb = self.encoder.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
-        return np.ascontiguousarray(emb, dtype="float32")
+    def _encode(self, texts: Sequence[str]) -> Any:  # queries (kept for callers of the old name)
+        return self.encoder.encode_queries(list(texts))
 
     @classmethod
-    def build(cls, passages: list[Passage], encoder: str = DEFAULT_ENCODER, batch_size: int = 64) -> DenseIndex:
+    def build(cls, passages: list[Passage], encoder: str | EncoderSpec = DEFAULT_ENCODER, batch_size: int = 64,
+              chunk: int = 65536, text_encoder: Any = None) -> DenseIndex:
+        """Encode passages `chunk` at a time into the index (bounded memory besides the index itself);
+        `text_encoder`: an already built encoder for `encoder`'s spec (tests build a tiny one)."""
         import faiss
 
-        enc = cls._encoder(encoder)
-        self = cls(passages, None, enc, encoder, batch_size)
-        emb = self._encode([p.contents for p in passages])
-        self.index = faiss.IndexFlatIP(emb.shape[1])
-        self.index.add(emb)
-        return self
+        spec = resolve_spec(encoder)
+        enc = text_encoder if text_encoder is not None else load_text_encoder(spec, batch_size)
+        index = None
+        for b in range(0, len(passages), chunk):
+            emb = enc.encode_passages([p.contents for p in passages[b:b + chunk]])
+            if index is None:
+                index = faiss.IndexFlatIP(emb.shape[1])
+            index.add(emb)
+            log.info("dense index: %d / %d passages encoded (%s)", min(b + chunk, len(passages)), len(passages),
+                     spec.name)
+        return cls(passages, index, enc, spec)
 
     def save(self, folder: Path) -> None:
         import faiss
@@ -116,21 +119,23 @@ class DenseIndex(Retriever):
         d = folder / "dense"
         d.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(d / "faiss.index"))
-        (d / "encoder.json").write_text(json.dumps({"encoder": self.encoder_name}) + "\n")
+        (d / "encoder.json").write_text(json.dumps({"encoder": self.spec.name, "spec": asdict(self.spec)}) + "\n")
 
     @classmethod
-    def load(cls, folder: Path, passages: list[Passage] | None = None, batch_size: int = 64) -> DenseIndex:
+    def load(cls, folder: Path, passages: list[Passage] | None = None, batch_size: int = 64,
+             text_encoder: Any = None) -> DenseIndex:
         import faiss
 
         d = Path(folder) / "dense"
-        name = json.loads((d / "encoder.json").read_text())["encoder"]
-        return cls(passages or read_passages_file(Path(folder)), faiss.read_index(str(d / "faiss.index")),
-                   cls._encoder(name), name, batch_size)
+        meta = json.loads((d / "encoder.json").read_text())
+        spec = resolve_spec(meta["spec"]) if "spec" in meta else resolve_spec(meta["encoder"])
+        enc = text_encoder if text_encoder is not None else load_text_encoder(spec, batch_size)
+        return cls(passages or read_passages_file(Path(folder)), faiss.read_index(str(d / "faiss.index")), enc, spec)
 
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Passage]]:
         if not queries:
             return []
-        scores, ids = self.index.search(self._encode(queries), min(int(k), len(self.passages)))
+        scores, ids = self.index.search(self.encoder.encode_queries(list(queries)), min(int(k), len(self.passages)))
         return [[Passage(**(vars(self.passages[i]) | {"score": float(s)})) for i, s in zip(r_i, r_s, strict=True)
                  if i >= 0] for r_i, r_s in zip(ids.tolist(), scores.tolist(), strict=True)]
 
@@ -169,6 +174,7 @@ def ensure_index(out: str | Path, source: str, input_path: str | Path, kinds: Se
     meta = out / INDEX_META
     if meta.is_file():
         m = json.loads(meta.read_text())
-        if m.get("source") == want and set(kinds) <= set(m.get("kinds", [])):
+        same_encoder = "dense" not in kinds or m.get("encoder") == encoder
+        if m.get("source") == want and set(kinds) <= set(m.get("kinds", [])) and same_encoder:
             return out
     return build_index(read_passages(source, input_path, words=words, limit=limit), out, kinds, encoder, want)

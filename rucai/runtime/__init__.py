@@ -258,6 +258,16 @@ def load_causal_lm(path: str | Path, hardware: Any = None, *, dtype: Any = "auto
         raise _load_error("model", str(path), e) from None
 
 
+def load_encoder(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """AutoModel.from_pretrained (a bare encoder, e.g. BGE for dense retrieval), on CPU in fp32."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(str(path), trust_remote_code=bool(trust_remote_code), **kwargs)
+    except OSError as e:
+        raise _load_error("encoder", str(path), e) from None
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     from transformers import AutoTokenizer
 
