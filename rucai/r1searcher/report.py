@@ -74,19 +74,20 @@ def _weights_digest(policy: Path) -> str | None:
     return h.hexdigest()
 
 
-def collect(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """{arm: {seed: {"steps": [rewards.csv rows], "final": {metric: value} | None, "dirs": (train, eval)}}}."""
+def collect(root: Path, eval_dir: str = "eval") -> dict[str, dict[int, dict[str, Any]]]:
+    """{arm: {seed: {"steps": [rewards.csv rows], "final": {metric: value} | None, "dirs": (train, eval)}}};
+    `eval_dir`: the evaluation run's folder name inside `<arm>_s<seed>/`."""
     out: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in ARMS}
     for d in sorted(root.iterdir()):
         m = _RUN.match(d.name)
         if not m or not (d / "train" / "stage1" / "rewards.csv").is_file():
             continue
-        res = d / "eval" / "eval" / "results.csv"
+        res = d / eval_dir / "eval" / "results.csv"
         final = None
         if res.is_file():
             final = {k: float(v) for k, v in _rows(res)[0].items() if k in FINAL_METRICS}
         out[m.group(1)][int(m.group(2))] = {"steps": _rows(d / "train" / "stage1" / "rewards.csv"), "final": final,
-                                            "dirs": (d / "train", d / "eval")}
+                                            "dirs": (d / "train", d / eval_dir)}
     # the lr-0 control: the same weights in every seed -> one evaluation holds for all
     lr0 = out["lr0"]
     digests = {s: _weights_digest(r["dirs"][0] / "stage1" / "policy") for s, r in lr0.items()}
@@ -191,7 +192,7 @@ SMALL = ("metrics.json", "config_resolved.yaml")
 LIMIT = 1 << 20
 
 
-def copy_artefacts(runs: dict[str, dict[int, dict[str, Any]]], out: Path) -> None:
+def copy_artefacts(runs: dict[str, dict[int, dict[str, Any]]], out: Path, eval_dir: str = "eval") -> None:
     """Each run's small files (< 1 MiB; never rollouts, checkpoints or weights) into out/<arm>_s<seed>/."""
     for arm in ARMS:
         for seed, r in runs[arm].items():
@@ -199,15 +200,15 @@ def copy_artefacts(runs: dict[str, dict[int, dict[str, Any]]], out: Path) -> Non
             train, ev = r["dirs"]
             picks = [(train / n, f"train_{n}") for n in SMALL] + [(train / "stage1" / "rewards.csv", "rewards.csv")]
             picks += [(p, p.name) for p in sorted(train.glob("git_state*.txt")) + sorted(train.glob("git_diff*.patch"))]
-            picks += [(ev / n, f"eval_{n}") for n in SMALL]
-            picks += [(ev / "eval" / n, f"eval_{n}") for n in ("results.csv", "results.md")]
-            picks += [(p, f"eval_{p.name}") for p in sorted(ev.glob("git_state*.txt"))]
+            picks += [(ev / n, f"{eval_dir}_{n}") for n in SMALL]
+            picks += [(ev / "eval" / n, f"{eval_dir}_{n}") for n in ("results.csv", "results.md")]
+            picks += [(p, f"{eval_dir}_{p.name}") for p in sorted(ev.glob("git_state*.txt"))]
             for src, name in picks:
                 if src.is_file() and src.stat().st_size < LIMIT:
                     dest.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dest / name)
             if "final_from" in r:
-                atomic_write_text(dest / "eval_from.txt",
+                atomic_write_text(dest / f"{eval_dir}_from.txt",
                                   f"lr-0 weights identical to lr0_s{r['final_from']} (sha256 of the safetensors); "
                                   f"its greedy evaluation stands for this seed\n")
 
@@ -216,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--eval-dir", default="eval", help="the evaluation run folder inside each <arm>_s<seed>/")
     args = ap.parse_args(argv)
     out = args.out or args.root
     out.mkdir(parents=True, exist_ok=True)
-    runs = collect(args.root)
-    copy_artefacts(runs, out)
+    runs = collect(args.root, args.eval_dir)
+    copy_artefacts(runs, out, args.eval_dir)
     steps, final = steps_table(runs), final_table(runs)
     seeds = {arm: sorted(runs[arm]) for arm in ARMS}
     head = f"seeds: trained {seeds['trained']}, lr0 {seeds['lr0']}; mean +- std (ddof 1) over seeds\n\n"
