@@ -30,6 +30,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(cli.help_text())
+        sys.exit(0)
     error = cli.preflight(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)

@@ -119,5 +119,19 @@ def check_launch_mode(argv: list[str]) -> str | None:
     return None
 
 
+def help_text() -> str:
+    """`run.py --help`: the header, usage and footer of conf/hydra/default.yaml and every group's options,
+    listed from the file tree (Hydra's own listing walks every folder under experiments/, committed
+    results included, as a config group: seconds)."""
+    from omegaconf import OmegaConf
+
+    h = OmegaConf.load(CONF_DIR / "hydra" / "default.yaml").help
+    lines = [h.header, "", "Usage: python run.py [experiment=<paper>/<name>] [group=option ...] [key=value ...] [-m]",
+             "", "== Experiments and config groups (group=option) =="]
+    for name, d in sorted(group_dirs().items()):
+        lines.append(f"{name}: {', '.join(options(d))}")
+    return "\n".join(lines + ["", h.footer])
+
+
 def preflight(argv: list[str]) -> str | None:
     return check_overrides(argv) or check_launch_mode(argv) or check_composes(argv)
