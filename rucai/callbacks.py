@@ -19,6 +19,7 @@ class EvalCSV(L.Callback):
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
+        self.val_file = "val"  # a final validation outside `fit` may write elsewhere (val_full)
 
     def _write(self, trainer: L.Trainer, split: str, prefix: str) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -28,7 +29,7 @@ class EvalCSV(L.Callback):
         append_csv_row(self.dirpath / f"{split}.csv", row)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, "val", "val/")
+        self._write(trainer, self.val_file, "val/")
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "test", "test/")

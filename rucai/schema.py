@@ -29,7 +29,11 @@ class HardwareConfig:
     num_nodes: int = 1
     # "auto", "ddp", ... or a mapping with `_target_` (DeepSpeedStrategy, FSDPStrategy, ...)
     strategy: Any = "auto"
-    precision: str = "32-true"
+    precision: str = "32-true"  # bf16-mixed: bf16 autocast (GPUs, and CPUs with AVX512-BF16/AMX)
+    # intra-op CPU threads: null = torch's default (every core); auto = the cores not busy with other
+    # work (1-minute load average) divided among this machine's parallel jobs, at least 1; or a number.
+    # OMP_NUM_THREADS, when set, wins over auto. Two threads on a loaded 2-core machine are slower than one.
+    threads: Any = None
     needs_gpu: bool = False  # fail early with one line when no CUDA GPU is visible
     # processes per node: per_device (DDP, DeepSpeed, FSDP: one process per GPU) or one (a single
     # process that holds every device: vLLM tensor parallel, accelerate device_map); cluster=slurm

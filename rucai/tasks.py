@@ -64,6 +64,23 @@ def _best_val(trainer) -> dict[str, float]:
     return {k: float(v) for k, v in best.items() if k.startswith("val/")} | {"best_epoch": int(best["epoch"])}
 
 
+def _full_validation(trainer, model, dm) -> dict[str, float]:
+    """The best checkpoint on every validation user, when training validated on `data.val_users`
+    (reported as `val_full/*`; the per-epoch CSV keeps the subset's rows)."""
+    from rucai.callbacks import EvalCSV
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    csvs = [c for c in trainer.callbacks if isinstance(c, EvalCSV)]
+    for c in csvs:
+        c.val_file = "val_full"
+    try:
+        res = trainer.validate(model, dataloaders=dm.full_val_dataloader(), ckpt_path=best, verbose=False)
+    finally:
+        for c in csvs:
+            c.val_file = "val"
+    return {k.replace("val/", "val_full/", 1): float(v) for k, v in (res[0] if res else {}).items()}
+
+
 @task("train")
 def train(cfg: DictConfig) -> dict[str, Any]:
     from rucai import runtime
@@ -84,6 +101,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "sec_per_epoch": round(sum(probe.epoch_seconds) / max(len(probe.epoch_seconds), 1), 3),
         }
         metrics |= _best_val(trainer)
+        if getattr(dm, "val_users", None) and not trainer.interrupted:
+            metrics |= _full_validation(trainer, model, dm)
         if trainer.interrupted:
             metrics["status"] = "interrupted"
             log.warning("training was interrupted; resume with ckpt_path=last hydra.run.dir=%s", output_dir)

@@ -299,9 +299,13 @@ def test_method_defaults_are_the_authors_settings():
     assert (tk.num_tokenizers, tk.mode, tk.pca_dim, tk.seed) == (25, "epochs", 128, 2024)
     assert tk.encoder.endswith("sentence-t5-base")
     assert (tk.rqvae.epochs, tk.rqvae.layers, tk.rqvae.e_dim, tk.rqvae.num_codes, tk.rqvae.batch_size,
-            tk.rqvae.ema) == (10000, [2048, 1024, 512, 256], 128, [256, 256, 256], 2048, True)
+            tk.rqvae.ema) == (10000, [2048, 1024, 512, 256, 128], None, [256, 256, 256], 2048, True)
+    assert (tk.rqvae.optimizer, tk.rqvae.weight_decay, tk.rqvae.kmeans_init_on, tk.rqvae.lr_schedule) == \
+        ("adagrad", 0.0, "all", "constant")
     assert (pt.stages, pt.epochs, pt.lr, pt.warmup_steps, pt.tau, pt.max_grad_norm) == \
-        ([60, 20, 20, 20, 20, 20, 20], 200, 5e-3, 10000, 1.0, 1.0)
+        ([60, 20, 20, 20, 20, 20, 20], 200, 5e-3, 2500, 1.0, 1.0)  # 10,000 accelerate steps / 4 GPUs
+    assert pt.effective_batch_size == ft.effective_batch_size == 1024 and pt.save_epochs == [90, 100, 110, 120]
+    assert m.finetune_grid.epochs == [90, 100, 110, 120] and m.finetune_grid.tokenizers == [10, 11, 12, 13, 14, 15]
     assert pt.influence_train_examples is None and pt.influence_val_examples is None and pt.val_users is None
     assert (ft.epochs, ft.patience, ft.warmup_steps) == (100, 10, 0)
     assert {f.name for f in fields(RQVAESettings)} == {f.name for f in fields(RQVAEConfig)} - {"seed", "keep_last"}
@@ -313,11 +317,12 @@ def test_paper_experiments_keep_the_paper_settings(exp, layers, k):
     m = cfg.method
     assert m.tokenizers.num_tokenizers == k and m.tokenizers.rqvae.epochs == 10000
     assert m.pretrain.epochs == 200 and list(m.pretrain.stages) == [60, 20, 20, 20, 20, 20, 20]
-    assert m.pretrain.warmup_steps == 10000 and m.pretrain.influence_train_examples is None
+    assert m.pretrain.warmup_steps == 2500 and m.pretrain.influence_train_examples is None
+    assert m.pretrain.effective_batch_size == m.finetune.effective_batch_size == 1024
     assert (cfg.model.lr, cfg.model.test_num_beams, m.finetune.epochs, m.finetune.patience) == (2e-4, 50, 100, 10)
     assert cfg.data.max_users is None and cfg.data.batch_size == 256
     assert cfg.model.num_layers == cfg.model.num_decoder_layers == layers and cfg.model.d_model == 128
-    assert cfg.model.constrained is False
+    assert cfg.model.constrained is False and cfg.model.invalid_beams == "miss" and cfg.model.user_token == 1
 
 
 def test_office_cpu_is_the_cpu_scaled_run_and_smoke_shrinks_it():
@@ -325,8 +330,12 @@ def test_office_cpu_is_the_cpu_scaled_run_and_smoke_shrinks_it():
     m = cfg.method
     assert (m.tokenizers.num_tokenizers, m.tokenizers.rqvae.epochs, m.pretrain.epochs, list(m.pretrain.stages),
             m.finetune.epochs, m.finetune.patience, cfg.data.max_users, cfg.model.d_model) == \
-        (5, 100, 4, [2, 1], 2, 2, 250, 64)
-    assert m.pretrain.influence_batch_size == cfg.data.batch_size == 128
+        (5, 300, 40, [10, 6, 6, 6, 6, 6], 40, 5, None, 64)
+    assert (m.tokenizers.rqvae.optimizer, m.tokenizers.rqvae.e_dim) == ("adagrad", None)  # the authors' recipe
+    assert m.pretrain.influence_batch_size == cfg.data.batch_size == 256
+    tiger = compose_config("experiment=tiger/office_cpu").model  # the converged comparison's two T5s match
+    assert all(cfg.model[k] == tiger[k] for k in ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                                                   "num_heads", "dropout"))
     for exp in ("office_cpu", "office_cpu_no_pretrain", "instruments"):  # debug=smoke: experiments/mtgrec/debug
         s = compose_config(f"experiment=mtgrec/{exp}", "debug=smoke")
         assert (s.method.tokenizers.num_tokenizers, s.method.tokenizers.rqvae.epochs, s.method.pretrain.epochs,
@@ -334,7 +343,7 @@ def test_office_cpu_is_the_cpu_scaled_run_and_smoke_shrinks_it():
             (2, 3, 2, [1], 1, 100, 16), exp
         assert s.trainer.limit_train_batches == 3
     ablation = compose_config("experiment=mtgrec/office_cpu_no_pretrain").method
-    assert ablation.pretrain.enabled is False and ablation.finetune.epochs == 6
+    assert ablation.pretrain.enabled is False and ablation.finetune.epochs == 80
 
 
 def test_misspelled_method_key_fails_at_compose():
@@ -397,3 +406,167 @@ def test_pipeline_smoke_and_stage_reuse(tmp_path):
     assert "stage pretrain: reusing" in log and "stage finetune: running" in log
     assert (run / "pretrain" / "model.pt").stat().st_mtime_ns == before
     assert r2.metrics()["test/ndcg@10"] == m["test/ndcg@10"]  # same seed, same weights
+
+
+# ----------------------------------------------------------------------------- issue 14: schedule, grid, user token
+
+
+def test_grad_accumulation_from_effective_batch():
+    from rucai.errors import UserError
+    from rucai.mtgrec.tasks import grad_accumulation
+
+    assert grad_accumulation(1024, 256, 4, "method.pretrain") == 1  # the authors' 4 GPUs x 256
+    assert grad_accumulation(1024, 256, 1, "method.pretrain") == 4
+    assert grad_accumulation(1024, 128, 2, "method.pretrain") == 4
+    assert grad_accumulation(None, 256, 3, "method.pretrain") == 1
+    for eff, bs, world in ((1000, 256, 1), (256, 256, 2)):
+        with pytest.raises(UserError, match="effective_batch_size") as e:
+            grad_accumulation(eff, bs, world, "method.finetune")
+        assert "\n" not in str(e.value) and "method.finetune" in str(e.value)
+
+
+def test_warmup_counts_optimizer_steps_under_accumulation():
+    """8 batches per epoch, effective batch = 2 batches -> 4 optimizer steps per epoch, 2 epochs = 8
+    steps; warm-up 4 steps: lr_s / lr = s/4 for s < 4, then 0.5 (1 + cos(pi (s-4)/4))."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from rucai.data.sequential import collate_right_padded
+    from rucai.mtgrec.tasks import set_accumulation
+
+    model, _, _ = _tiny_model()
+    model.lr, model.warmup_steps = 0.01, 4
+    pairs = [([1, 2], 3), ([2], 1), ([3, 1], 2), ([1], 1)] * 4  # 16 examples
+    loader = DataLoader(pairs, batch_size=2, collate_fn=lambda b: collate_right_padded(b, 3))
+
+    class DM:  # what set_accumulation reads from the data module
+        def train_batch_size(self):
+            return 2
+
+    lrs = []
+
+    class Rec(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            lrs.append(optimizer.param_groups[0]["lr"])
+
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Rec()],
+                        limit_val_batches=0)
+    assert set_accumulation(trainer, DM(), 4, "method.pretrain") == 2 == trainer.accumulate_grad_batches
+    trainer.fit(model, train_dataloaders=loader)
+    expect = [0.0, 0.25, 0.5, 0.75, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    assert trainer.global_step == 8
+    assert lrs == pytest.approx([0.01 * e for e in expect])
+
+
+def test_user_token_reaches_every_tokenizer_in_the_multi_tokenizer_model():
+    from rucai.mtgrec.model import MultiTokenizerTIGER
+
+    t0 = {1: [0, 1, 0, 0], 2: [1, 0, 0, 0], 3: [1, 1, 0, 0]}
+    t1 = {1: [2, 2, 1, 0], 2: [1, 0, 0, 0], 3: [0, 3, 2, 0]}
+    model = MultiTokenizerTIGER(3, [t0, t1], codebook_size=4, max_len=3, d_model=8, d_kv=4, d_ff=8, num_layers=1,
+                                num_decoder_layers=1, num_heads=2, dropout=0.0, num_beams=3, topk=[1, 2],
+                                user_token=3)
+    batch = {"seq": torch.tensor([[1, 3, 0], [2, 0, 0]]), "lengths": torch.tensor([2, 1]),
+             "target": torch.tensor([2, 3]), "user": torch.tensor([4, 6])}
+    off = 2 + 4 * 4  # pad, eos, 4 levels x 4 codes
+    assert model.t5.config.vocab_size == off + 3
+    for k in (0, 1):
+        ids, mask = model.model_inputs(batch, tok=k)
+        plain, pmask = model.encode_inputs(batch["seq"], batch["lengths"], k)
+        assert ids[:, 0].tolist() == [off + 1, off + 0] and torch.equal(ids[:, 1:], plain)
+        assert torch.equal(mask[:, 1:], pmask) and mask[:, 0].tolist() == [1, 1]
+    assert torch.isfinite(model.example_losses(batch, 1)).all()
+
+
+@pytest.mark.parametrize("tau", [1, 3, 5])
+def test_tau_sweep_composes(tau):
+    """README: python run.py -m experiment=mtgrec/instruments method.pretrain.tau=1,3,5 (pretrain.sh TAU_LIST)."""
+    cfg = compose_config("experiment=mtgrec/instruments", f"method.pretrain.tau={tau}")
+    assert cfg.method.pretrain.tau == tau and cfg.task == "mtgrec.pipeline"
+
+
+def test_grid_cells_must_be_kept_by_pretraining():
+    from rucai.errors import UserError
+    from rucai.mtgrec.tasks import grid_cells
+
+    cfg = compose_config("experiment=mtgrec/instruments")
+    assert grid_cells(cfg) == [(e, k) for e in (90, 100, 110, 120) for k in range(10, 16)]
+    assert grid_cells(compose_config("experiment=mtgrec/games"))[0] == (140, 10)
+    assert grid_cells(compose_config("experiment=mtgrec/scientific"))[-1] == (120, 9)
+    last = compose_config("experiment=mtgrec/office_cpu", "method.finetune_grid.epochs=[40]")
+    assert grid_cells(last) == [(40, 3), (40, 4)]  # the final epoch is always kept (model.pt)
+    with pytest.raises(UserError, match="save_epochs"):
+        grid_cells(compose_config("experiment=mtgrec/office_cpu", "method.finetune_grid.epochs=[1]"))
+
+
+@pytest.mark.slow  # ~2 min on the shared 2-core VM
+def test_finetune_grid_smoke_selects_on_validation(tmp_path, tiny_data_dir):
+    import csv
+
+    run = tmp_path / "run"
+    args = ("experiment=mtgrec/office_cpu", "debug=smoke", "task=mtgrec.finetune_grid", "hardware=cpu",
+            f"paths.data_dir={tiny_data_dir}", "method.pretrain.save_epochs=[1,2]",
+            "method.finetune_grid.epochs=[1,2]", "method.finetune_grid.tokenizers=[0,1]")
+    env = {"RUCAI_DATA_DIR": str(tiny_data_dir)}
+    r = run_cli(*args, run_dir=run, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for e in (1, 2):  # pre-training kept the T5 weights after epochs 1 and 2
+        assert (run / "pretrain" / f"t5_ep{e:03d}.pt").is_file()
+    grid_dir = run / "finetune_grid"
+    res = json.loads((grid_dir / "done.json").read_text())["result"]
+    rows = res["grid"]
+    assert [(c["epoch"], c["tokenizer"]) for c in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    val = "val/ndcg@10"  # cfg.monitor.metric
+    best = max(rows, key=lambda c: c[val])  # selection on validation, not on test
+    assert (res["best_epoch"], res["best_tokenizer"]) == (best["epoch"], best["tokenizer"])
+    assert res["test/ndcg@10"] == best["test/ndcg@10"] and res[val] == best[val]
+    assert res["test_max_over_cells"]["test/ndcg@10"] == max(c["test/ndcg@10"] for c in rows)
+    for c in rows:  # each cell is its own fine-tuning stage, started from that epoch's weights
+        cell = json.loads((grid_dir / f"ep{c['epoch']}_tok{c['tokenizer']}" / "done.json").read_text())["result"]
+        assert cell["tokenizer"] == c["tokenizer"] and cell["weights"].endswith(f"t5_ep{c['epoch']:03d}.pt")
+        assert cell["test/ndcg@10"] == c["test/ndcg@10"]
+    with open(grid_dir / "grid.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and float(table[0]["test/ndcg@10"]) == rows[0]["test/ndcg@10"]
+    assert r.metrics()["test/ndcg@10"] == res["test/ndcg@10"]
+    # resumable: the cells done are reused when the grid is run again
+    (grid_dir / "done.json").unlink()
+    r2 = run_cli(*args, run_dir=run, timeout=900, env=env)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    log = (run / "run.log").read_text()
+    assert all(f"stage finetune_grid/ep{e}_tok{k}: reusing" in log for e in (1, 2) for k in (0, 1))
+    assert json.loads((grid_dir / "done.json").read_text())["result"]["grid"] == rows
+
+
+def test_tiger_rqvae_authors_tokenizer_equals_mtgrec_last_tokenizer(tmp_path, monkeypatch):
+    """The same recipe (PCA whitening fit on all items, the RQ-VAE fit on the training items, same
+    seed and epochs) gives a TIGER run (`item_tokenizer=rqvae_authors`) the codes of MTGRec's last
+    tokenizer; fitting on all items instead gives other codes."""
+    from rucai.data.sequential import SequenceData
+    from rucai.rec import embeddings
+    from rucai.rec.semantic_ids import semantic_ids, train_items
+
+    n = 60
+    vecs = _emb(n=n, d=12, seed=3)
+
+    class Enc:
+        def encode(self, texts, **kw):
+            return vecs[[int(t.split()[-1]) for t in texts]]
+
+    monkeypatch.setattr(embeddings, "load_encoder", lambda name, device=None: Enc())
+    seqs = [[(3 * u + k) % n + 1 for k in range(4)] for u in range(12)]
+    data = SequenceData(name="tiny", sequences=seqs, num_items=n,
+                        item_text={i: {"title": f"item {i}"} for i in range(1, n + 1)})
+    fit = train_items(seqs)
+    assert 0 < len(fit) < n
+    rq = {**TINY_RQ, "e_dim": None, "layers": [16, 8], "optimizer": "adagrad", "weight_decay": 0.0,
+          "kmeans_init_on": "all", "init": "torch_default", "batch_size": 16}
+    emb = embeddings.encode_items(data.item_text, encoder="fake", fields=("title",), cache_dir=tmp_path,
+                                  num_items=n)
+    man = build_tokenizers(emb, tmp_path / "tok", num_tokenizers=2, pca_dim=6, rqvae=rq, seed=7, fit_items=fit)
+    assert man["fit_items"] == len(fit)
+    last = load_tokenizers(tmp_path / "tok")[0][-1]
+    kw = dict(encoder="fake", fields=["title"], rqvae={**rq, "seed": 7}, cache_dir=str(tmp_path), pca_dim=6)
+    assert semantic_ids(data, fit_on="train", **kw) == last
+    assert semantic_ids(data, fit_on="all", **kw) != last

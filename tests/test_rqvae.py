@@ -227,3 +227,157 @@ def test_rqvae_tokenizer_gives_every_item_unique_codes_and_caches(tmp_path, monk
     with pytest.raises(AssertionError, match="retrained"):  # other RQ-VAE settings: a new key, trains
         semantic_ids.semantic_ids(data, encoder="fake", fields=["title"], rqvae=rq | {"epochs": 4},
                                   cache_dir=str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- MTGRec authors' recipe
+
+
+def _linears(seq):
+    return [(m.in_features, m.out_features) for m in seq if isinstance(m, torch.nn.Linear)]
+
+
+def test_latent_is_the_last_layer_when_e_dim_is_null():
+    from rucai.rec.rqvae import RQVAE
+
+    m = RQVAE(16, RQVAEConfig(layers=[32, 8], e_dim=None, num_codes=[4, 4]))
+    assert _linears(m.encoder) == [(16, 32), (32, 8)]  # no appended latent layer
+    assert _linears(m.decoder) == [(8, 32), (32, 16)]
+    assert [tuple(q.codebook.shape) for q in m.rq.levels] == [(4, 8), (4, 8)]
+    assert m.encoder(torch.randn(3, 16)).shape == (3, 8)
+    old = RQVAE(16, RQVAEConfig(layers=[32, 8], e_dim=4, num_codes=[4]))  # an int appends a layer (LC-Rec)
+    assert _linears(old.encoder) == [(16, 32), (32, 8), (8, 4)] and old.rq.levels[0].codebook.shape == (4, 4)
+
+
+def test_init_option_xavier_or_torch_default():
+    from rucai.rec.rqvae import mlp
+
+    torch.manual_seed(0)
+    xav = mlp([64, 64], 0.0, "xavier_normal")[1]
+    assert float(xav.bias.abs().sum()) == 0.0  # xavier: zero bias
+    torch.manual_seed(0)
+    dflt = mlp([64, 64], 0.0, "torch_default")[1]
+    bound = 1 / 64**0.5  # nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias
+    assert float(dflt.bias.abs().sum()) > 0 and float(dflt.weight.abs().max()) <= bound
+
+
+def test_adagrad_optimizer_step_matches_hand_computation():
+    from rucai.errors import UserError
+    from rucai.rec.rqvae import make_optimizer
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = make_optimizer([p], RQVAEConfig(optimizer="adagrad", lr=0.1, weight_decay=0.5))
+    assert type(opt) is torch.optim.Adagrad
+    g = torch.tensor([0.5, 2.0])
+    acc = torch.zeros(2)
+    want = p.detach().clone()
+    for _ in range(2):
+        p.grad = g.clone()
+        opt.step()
+        gd = g + 0.5 * want  # weight decay added to the gradient
+        acc = acc + gd**2  # G_t = sum of squared gradients
+        want = want - 0.1 * gd / (acc.sqrt() + 1e-10)
+    torch.testing.assert_close(p.detach(), want)
+    assert type(make_optimizer([p], RQVAEConfig())) is torch.optim.AdamW
+    with pytest.raises(UserError, match="optimizer"):
+        RQVAEConfig(optimizer="sgd")
+    with pytest.raises(UserError, match="kmeans_init_on"):
+        RQVAEConfig.from_dict({"kmeans_init_on": "everything"})
+
+
+def test_ema_quantizer_returns_the_codeword_before_its_update():
+    """MTGRec EMAVQLayer: x_q is looked up, then cluster_size/embed_avg are EMA-updated with Laplace
+    smoothing n * (N_k + eps) / (n + K eps)."""
+    vq = VectorQuantizer(2, 2, kmeans_init=False, ema=True, decay=0.5)
+    vq.embedding.weight.data = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    vq.ema_sum.copy_(vq.embedding.weight.data)
+    vq.ema_count.fill_(1.0)
+    vq.train()
+    xq, loss, idx = vq(torch.tensor([[1.0, 1.0]]))
+    assert idx.tolist() == [0]
+    torch.testing.assert_close(xq, torch.tensor([[0.0, 0.0]]))  # the old codeword
+    count = torch.tensor([0.5 + 0.5, 0.5])  # decay * 1 + (1 - decay) * onehot
+    summ = torch.tensor([[0.5, 0.5], [5.0, 5.0]])
+    n, eps = count.sum(), 1e-5
+    torch.testing.assert_close(vq.codebook.detach(), summ / (n * (count + eps) / (n + 2 * eps))[:, None])
+    torch.testing.assert_close(loss, torch.tensor(0.25 * 1.0))  # beta * commitment mse((1,1),(0,0))
+
+
+def test_kmeans_init_on_all_uses_every_fitted_row():
+    """k == rows: with kmeans_init_on=all the level-1 codebook is exactly the latents of all rows
+    (the second level sees zero residuals); first_batch only sees one batch's rows."""
+    x = clustered(n_clusters=8, per=1, dim=6)  # 8 items + padding
+    cfg = dict(layers=[5], e_dim=None, num_codes=[8, 8], batch_size=2, kmeans_iters=10, ema=True, epochs=0)
+    model, _ = train_rqvae(x, cfg=cfg, kmeans_init_on="all")
+    with torch.no_grad():
+        z = model.encoder(torch.as_tensor(x[1:]))
+    got = sorted(map(tuple, model.rq.levels[0].codebook.detach().numpy().round(5).tolist()))
+    assert got == sorted(map(tuple, z.numpy().round(5).tolist()))
+    assert float(model.rq.levels[1].codebook.detach().abs().max()) < 1e-5
+    first, _ = train_rqvae(x, cfg=cfg | {"epochs": 1}, kmeans_init_on="first_batch", ema=False, lr=0.0)
+    distinct = {tuple(r) for r in first.rq.levels[0].codebook.detach().numpy().round(5).tolist()}
+    assert len(distinct) == 2  # a batch of 2 rows repeated to fill 8 codes
+
+
+def test_fit_rows_trains_on_the_subset_only_yet_codes_every_item():
+    base = clustered(n_clusters=4, per=20, dim=8)  # padding + 80 items
+    far = np.full((1, 8), 50.0, dtype=np.float32)
+    x = np.concatenate([base, far])  # item 81 is far away and not fit
+    cfg = dict(layers=[16], e_dim=None, num_codes=[4, 4], batch_size=32, kmeans_iters=10, ema=True, epochs=2,
+               optimizer="adagrad", kmeans_init_on="all", weight_decay=0.0)
+    sub, st = train_rqvae(x, cfg=cfg, fit_rows=list(range(80)))
+    ref, _ = train_rqvae(base, cfg=cfg)  # the same 80 rows alone
+    for (k, a), b in zip(sub.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)  # the far row moved nothing
+    assert st["items"] == 81 and st["fit_items"] == 80
+    assert assign_codes(sub, x).shape == (81, 2)  # yet it gets codes
+    full, _ = train_rqvae(x, cfg=cfg)  # fit on it too: a different model
+    assert not torch.equal(full.rq.levels[0].codebook, ref.rq.levels[0].codebook)
+
+
+def test_train_items_are_the_leave_one_out_training_items():
+    from rucai.rec.semantic_ids import train_items
+
+    assert train_items([[1, 2, 3, 4], [5, 6], [2, 7, 8], [9]]) == [1, 2]
+
+
+def test_cache_key_covers_every_option_and_keeps_old_keys():
+    import hashlib
+    from dataclasses import asdict
+
+    from rucai.rec.semantic_ids import cache_key
+
+    emb = np.arange(12, dtype=np.float32).reshape(4, 3)
+    cfg = RQVAEConfig()
+    old_fields = {k: v for k, v in asdict(cfg).items()
+                  if k not in ("optimizer", "lr_schedule", "kmeans_init_on", "init", "device")}
+    old = hashlib.sha256(emb.tobytes() + json.dumps(old_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cache_key(emb, cfg) == old  # caches made before the new options stay valid
+    keys = {cache_key(emb, cfg)}
+    for over in [dict(optimizer="adagrad"), dict(e_dim=None), dict(kmeans_init_on="all"), dict(init="torch_default"),
+                 dict(lr_schedule="linear"), dict(device="auto")]:
+        keys.add(cache_key(emb, RQVAEConfig(**over)))
+    keys |= {cache_key(emb, cfg, pca_dim=2), cache_key(emb, cfg, fit_on="train", fit_items=[1, 2]),
+             cache_key(emb, cfg, fit_on="train", fit_items=[1, 3])}
+    assert len(keys) == 10
+
+
+def test_cuda_device_without_a_gpu_is_a_user_error():
+    from rucai.errors import UserError
+    from rucai.rec.rqvae import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="device=cpu"):
+            resolve_device("cuda")
+
+
+def test_checkpoint_pruning_orders_by_epoch_number(tmp_path):
+    from rucai.rec.rqvae import prune_checkpoints
+
+    for e in (998, 999, 1000, 1001):
+        (tmp_path / f"epoch_{e:03d}.pt").write_bytes(b"")
+    prune_checkpoints(tmp_path, 2)  # a name sort would keep epoch_998 and epoch_999
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["epoch_1000.pt", "epoch_1001.pt"]
+    prune_checkpoints(tmp_path, None)
+    assert len(list(tmp_path.iterdir())) == 2

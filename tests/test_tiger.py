@@ -120,14 +120,88 @@ def test_constrained_beams_valid_sorted_unique_and_unconstrained_may_be_invalid(
 def test_metrics_from_hand_made_beams():
     items = torch.tensor([[3, -1, 5, 7], [1, 2, 3, 4], [9, 8, 7, 6], [-1, -1, 2, 1]])
     target = torch.tensor([5, 9, 7, 2])
-    ranks = beam_ranks(items, target)
-    assert ranks.tolist() == [1, 4, 2, 0]  # invalid beams dropped, miss = #beams
+    # miss (the authors' evaluator): an invalid beam (-1) keeps its rank slot; not found = #beams
+    ranks = beam_ranks(items, target, "miss")
+    assert ranks.tolist() == [2, 4, 2, 2]
+    m = topk_metrics(ranks, (1, 2, 3))
+    assert m["recall@1"].tolist() == [0, 0, 0, 0]
+    assert m["recall@2"].tolist() == [0, 0, 0, 0]
+    assert m["recall@3"].tolist() == [1, 0, 1, 1]
+    assert torch.allclose(m["ndcg@3"], torch.tensor([1 / math.log2(4), 0, 1 / math.log2(4), 1 / math.log2(4)]))
+    # drop: invalid beams removed before ranking (a target behind k invalid beams moves up k places)
+    ranks = beam_ranks(items, target, "drop")
+    assert ranks.tolist() == [1, 4, 2, 0]
     m = topk_metrics(ranks, (1, 2, 3))
     assert m["recall@1"].tolist() == [0, 0, 0, 1]
     assert m["recall@2"].tolist() == [1, 0, 0, 1]
     assert m["recall@3"].tolist() == [1, 0, 1, 1]
     expect = [1 / math.log2(3), 0, 1 / math.log2(4), 1]
     assert torch.allclose(m["ndcg@3"], torch.tensor(expect))
+    # no invalid beam before the target: both modes agree (trie-constrained decoding: dead beams come last)
+    items = torch.tensor([[4, 5, -1, -1]])
+    assert beam_ranks(items, torch.tensor([5]), "miss").tolist() == beam_ranks(items, torch.tensor([5]), "drop").tolist()
+
+
+@pytest.mark.parametrize("mode,ndcg", [("miss", 1 / math.log2(3)), ("drop", 1.0)])
+def test_evaluation_scores_invalid_beams_by_the_model_option(mode, ndcg, monkeypatch):
+    model = _tiny(num_items=10, num_beams=3, topk=(1, 2), invalid_beams=mode)
+    logged = {}
+    monkeypatch.setattr(model, "recommend", lambda *a, **k: (torch.tensor([[-1, 5, 7]]), torch.zeros(1, 3)))
+    monkeypatch.setattr(model, "log", lambda name, v, **k: logged.__setitem__(name, float(v)))
+    model._evaluate({"seq": torch.tensor([[1, 2]]), "lengths": torch.tensor([2]), "target": torch.tensor([5])},
+                    "val")
+    assert logged["val/ndcg@2"] == pytest.approx(ndcg)  # target behind one invalid beam: rank 1 (miss) or 0
+    assert logged["val/recall@1"] == (1.0 if mode == "drop" else 0.0)
+
+
+def test_bad_model_options_are_user_errors():
+    from rucai.errors import UserError
+
+    with pytest.raises(UserError, match="invalid_beams"):
+        _tiny(num_items=10, invalid_beams="skip")
+    with pytest.raises(UserError, match="user_token"):
+        _tiny(num_items=10, user_token=True)
+
+
+def test_user_token_is_prepended_hashed_and_off_by_default():
+    seq, lengths = _batch(30)
+    user = torch.tensor([0, 9, 16, 7])
+    batch = {"seq": seq, "lengths": lengths, "target": torch.ones(4, dtype=torch.long), "user": user}
+    plain = _tiny()
+    ids0, mask0 = plain.encode_inputs(seq, lengths)
+    ids, mask = plain.model_inputs(batch)  # off (default): the "user" key changes nothing
+    assert torch.equal(ids, ids0) and torch.equal(mask, mask0)
+    assert plain.t5.config.vocab_size == plain.trie.vocab_size
+    model = _tiny(user_token=7)
+    assert model.t5.config.vocab_size == model.trie.vocab_size + 7  # 7 rows after the code tokens
+    ids, mask = model.model_inputs(batch)
+    off = model.trie.vocab_size
+    assert ids[:, 0].tolist() == [off + 0, off + 2, off + 2, off + 0]  # user % 7 after the code tokens
+    assert torch.equal(ids[:, 1:], ids0) and mask[:, 0].tolist() == [1] * 4 and torch.equal(mask[:, 1:], mask0)
+    assert torch.equal(model.model_inputs(batch)[0], ids)  # deterministic
+    with pytest.raises(ValueError, match="user"):
+        model.model_inputs({"seq": seq, "lengths": lengths})
+    items, _ = model.recommend(seq, lengths, num_beams=5, user=user)  # decoding reads the user token too
+    assert items.shape == (4, 5)
+    loss = model.t5(input_ids=ids, attention_mask=mask, labels=model.target_tokens(batch["target"])).loss
+    assert torch.isfinite(loss)
+
+
+def test_batches_carry_the_user_index_and_are_otherwise_unchanged():
+    from rucai.data.sequential import HistoryTargetDataset, collate_right_padded, loo_split, loo_users
+
+    seqs = [[1, 2, 3, 4, 5], [2, 3], [6, 7, 8, 9]]
+    train, valid, test = loo_split(seqs, 3)
+    users = loo_users(seqs)
+    assert users == ([0, 0, 2], [0, 2], [0, 2])  # user 1 (< 3 items) dropped, as loo_split drops it
+    for pairs, us in zip((train, valid, test), users, strict=True):
+        ds = HistoryTargetDataset(pairs, 3, users=us)
+        items = [ds[i] for i in range(len(ds))]
+        assert all(ds[i] == pairs[i] and len(ds[i]) == 2 for i in range(len(ds)))  # still (history, target)
+        with_user = collate_right_padded(items, 3)
+        without = collate_right_padded(pairs, 3)
+        assert with_user.pop("user").tolist() == us and "user" not in without
+        assert all(torch.equal(with_user[k], without[k]) for k in without)
 
 
 def test_learns_synthetic_transitions():

@@ -31,10 +31,16 @@ from rucai.utils.io import atomic_write_json
 ROOT = Path(__file__).resolve().parents[2]
 
 RECBOLE_SCRIPT = r"""
-import json, sys, logging
+import functools, json, sys, logging
+import torch
+# RecBole 1.2.1 reloads the best checkpoint it just saved (config and RNG state pickled in it) with a
+# bare torch.load; torch >= 2.6 defaults to weights_only=True, which refuses that file
+torch.load = functools.partial(torch.load, weights_only=False)
 from recbole.quick_start import run_recbole
 cfg = json.loads(sys.argv[1])
-res = run_recbole(model="SASRec", dataset=cfg.pop("dataset"), config_dict=cfg, saved=False)
+# saved=True: RecBole tests the best-validation checkpoint only when it saved one (with saved=False
+# `trainer.evaluate(test_data, load_best_model=saved)` tests the last epoch's weights)
+res = run_recbole(model="SASRec", dataset=cfg.pop("dataset"), config_dict=cfg, saved=True)
 print("RUCAI_RESULT " + json.dumps({k: (dict(v) if hasattr(v, "items") else v) for k, v in res.items()}))
 """
 
@@ -51,7 +57,93 @@ def export_atomic(data_dir: Path, name: str, out: Path) -> Path:
     return out
 
 
-def run_recbole(python: str, data_path: Path, hidden: int, seed: int, epochs: int, batch: int) -> dict:
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_recbole_log(text: str) -> list[dict]:
+    """Per-epoch rows from a RecBole 1.2.1 log: epoch, train seconds and loss, valid Recall@10/NDCG@10."""
+    text = ANSI.sub("", text)
+    rows: dict[int, dict] = {}
+    for m in re.finditer(r"epoch (\d+) training \[time: ([0-9.]+)s, train loss: ([0-9.eE+-]+)\]", text):
+        rows.setdefault(int(m.group(1)), {}).update(
+            {"epoch": int(m.group(1)), "train_sec": float(m.group(2)), "train_loss": float(m.group(3))})
+    for m in re.finditer(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: [0-9.]+\]\s*\n.*?valid "
+                         r"result:\s*\n\s*recall@10 : ([0-9.]+)\s+ndcg@10 : ([0-9.]+)", text):
+        rows.setdefault(int(m.group(1)), {"epoch": int(m.group(1))}).update(
+            {"val/recall@10": float(m.group(2)), "val/ndcg@10": float(m.group(3))})
+    return [rows[k] for k in sorted(rows)]
+
+
+def write_epochs_csv(rows: list[dict], path: Path) -> None:
+    import csv
+    import io
+
+    from rucai.utils.io import atomic_writer
+
+    cols = ["epoch", "train_sec", "train_loss", "val/recall@10", "val/ndcg@10"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, restval="")
+    w.writeheader()
+    w.writerows(rows)
+    with atomic_writer(path) as f:
+        f.write(buf.getvalue())
+
+
+def recbole_record(log: str, hidden: int, seed: int) -> dict:
+    """A rucai-style metrics.json from a finished RecBole log: test (best-validation checkpoint),
+    best validation, best epoch, epochs run and mean training seconds per epoch."""
+    log = ANSI.sub("", log)
+
+    def result(label: str) -> dict[str, float]:
+        m = re.search(label + r"\s*: OrderedDict\(\[(.*?)\]\)", log)
+        return {k: float(v) for k, v in re.findall(r"\('([a-z]+@\d+)', ([0-9.eE+-]+)\)", m.group(1))} if m else {}
+
+    test, valid, rows = result("test result"), result("best valid"), parse_recbole_log(log)
+    best = re.search(r"best eval result in epoch (\d+)", log)
+    best_epoch = int(best.group(1)) if best else _best_epoch(rows)
+    if not valid and best_epoch is not None:  # a run cut short before its summary: the CSV row
+        valid = {k[4:]: v for r in rows if r["epoch"] == best_epoch for k, v in r.items() if k.startswith("val/")}
+    secs = [r["train_sec"] for r in rows if "train_sec" in r]
+    return {"status": "completed" if test else "no test result in the log", "seed": seed,
+            "model": "RecBole 1.2.1 SASRec", "hidden": hidden,
+            **{f"test/{k}": v for k, v in test.items()}, **{f"val/{k}": v for k, v in valid.items()},
+            "best_epoch": best_epoch, "epochs_trained": len(secs),
+            "sec_per_epoch": round(statistics.mean(secs), 3) if secs else None}
+
+
+def _best_epoch(rows: list[dict]) -> int | None:
+    """RecBole's best epoch when it did not stop early: the last epoch with the top valid NDCG@10
+    (its `early_stopping` counts a tie as an improvement)."""
+    scored = [r for r in rows if "val/ndcg@10" in r]
+    if not scored:
+        return None
+    top = max(r["val/ndcg@10"] for r in scored)
+    return max(r["epoch"] for r in scored if r["val/ndcg@10"] == top)
+
+
+def write_recbole_run(run_dir: Path, log: str, hidden: int, seed: int) -> Path:
+    """`run_dir`/{recbole_log.txt, eval/val.csv, metrics.json}: a run folder `python -m rucai.results` reads."""
+    from rucai.utils.io import atomic_write_text
+
+    log = ANSI.sub("", log)
+    atomic_write_text(run_dir / "recbole_log.txt", log)  # .txt: results_archive keeps it
+    write_epochs_csv(parse_recbole_log(log), run_dir / "eval" / "val.csv")
+    atomic_write_json(run_dir / "metrics.json", recbole_record(log, hidden, seed))
+    return run_dir
+
+
+def records_from(log_dir: Path) -> list[Path]:
+    """Turn every `recbole_h<H>_s<S>.log` in `log_dir` into the run folder `log_dir/recbole_h<H>_s<S>/`."""
+    out = []
+    for f in sorted(log_dir.glob("recbole_h*_s*.log")):
+        m = re.fullmatch(r"recbole_h(\d+)_s(\d+)\.log", f.name)
+        if m:
+            out.append(write_recbole_run(log_dir / f.stem, f.read_text(), int(m.group(1)), int(m.group(2))))
+    return out
+
+
+def run_recbole(python: str, data_path: Path, hidden: int, seed: int, epochs: int, batch: int,
+                log_dir: Path | None = None) -> dict:
     cfg = {
         "dataset": "office", "data_path": str(data_path), "seed": seed, "reproducibility": True,
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
@@ -66,7 +158,16 @@ def run_recbole(python: str, data_path: Path, hidden: int, seed: int, epochs: in
     }
     p = subprocess.run([python, "-c", RECBOLE_SCRIPT, json.dumps(cfg)], capture_output=True, text=True,
                        cwd=data_path)
-    out = p.stdout + p.stderr
+    out = ANSI.sub("", p.stdout + p.stderr)
+    if log_dir is not None:  # the raw log and its per-epoch validation, beside the JSON rows
+        log_dir.mkdir(parents=True, exist_ok=True)
+        from rucai.utils.io import atomic_writer
+
+        with atomic_writer(log_dir / f"recbole_h{hidden}_s{seed}.log") as f:
+            f.write(out)
+        write_epochs_csv(parse_recbole_log(out), log_dir / f"recbole_h{hidden}_s{seed}_epochs.csv")
+        if p.returncode == 0:
+            write_recbole_run(log_dir / f"recbole_h{hidden}_s{seed}", out, hidden, seed)
     m = re.search(r"RUCAI_RESULT (.*)", out)
     if p.returncode != 0 or not m:
         raise RuntimeError(f"RecBole failed (rc={p.returncode}): {out[-2000:]}")
@@ -110,7 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", nargs="+", default=["recbole", "rucai"], choices=["recbole", "rucai"],
                     help="run only one side (e.g. more RecBole seeds beside rucai seeds already run)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--log-dir", type=Path, default=None,
+                    help="keep each RecBole run's log, per-epoch validation CSV and run folder here")
+    ap.add_argument("--records-from", type=Path, default=None, metavar="LOG_DIR",
+                    help="only turn the recbole_h*_s*.log files of a --log-dir into run folders "
+                         "(metrics.json, eval/val.csv) for `python -m rucai.results`, then exit")
     args = ap.parse_args(argv)
+    if args.records_from is not None:
+        made = records_from(args.records_from)
+        print("\n".join(map(str, made)) or f"no recbole_h*_s*.log under {args.records_from}")
+        return 0 if made else 2
     if "recbole" in args.sides and not Path(args.recbole_python).exists():
         print(f"error: no RecBole environment at {args.recbole_python}: run `bash scripts/recbole-env.sh` "
               f"or pass --recbole-python", file=sys.stderr)
@@ -125,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.seeds:
                 rb = None
                 if "recbole" in args.sides:
-                    rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size)
+                    rb = run_recbole(args.recbole_python, atomic, h, s, args.epochs, args.batch_size, args.log_dir)
                     print(f"h={h} seed={s}: recbole {rb}", flush=True)
                 for mode in args.train_mode:
                     ours = None

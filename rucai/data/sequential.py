@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rucai.errors import UserError
 
@@ -105,16 +105,47 @@ def loo_split(
     return train, valid, test
 
 
+def loo_users(sequences: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
+    """The user index (position in `sequences`) of each pair `loo_split` returns, as parallel lists."""
+    train, valid, test = [], [], []
+    for u, s in enumerate(sequences):
+        if len(s) < 3:
+            continue
+        train += [u] * (len(s) - 3)
+        valid.append(u)
+        test.append(u)
+    return train, valid, test
+
+
+class UserPair(tuple):
+    """A (history, target) pair that also carries its user's index as `.user`; it unpacks as a pair."""
+
+    def __new__(cls, hist: list[int], target: int, user: int):
+        obj = super().__new__(cls, (hist, target))
+        obj.user = user
+        return obj
+
+    def __reduce__(self):
+        return UserPair, (self[0], self[1], self.user)
+
+
 class HistoryTargetDataset(Dataset):
-    def __init__(self, pairs: list[tuple[list[int], int]], max_len: int):
+    def __init__(self, pairs: list[tuple[list[int], int]], max_len: int, users: list[int] | None = None):
         self.pairs = pairs
         self.max_len = max_len
+        # optional user index per pair (parallel list): items then carry it (`UserPair.user`) and
+        # `collate_right_padded` batches gain a "user" key (models with a user token read it)
+        if users is not None and len(users) != len(pairs):
+            raise ValueError(f"{len(users)} users for {len(pairs)} pairs")
+        self.users = users
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, idx: int) -> tuple[list[int], int]:
-        return self.pairs[idx]
+        if self.users is None:
+            return self.pairs[idx]
+        return UserPair(*self.pairs[idx], self.users[idx])
 
 
 def collate_right_padded(batch: list[tuple[list[int], int]], max_len: int) -> dict[str, torch.Tensor]:
@@ -128,7 +159,61 @@ def collate_right_padded(batch: list[tuple[list[int], int]], max_len: int) -> di
         seq[i, : len(hist)] = torch.as_tensor(hist, dtype=torch.long)
         lengths[i] = len(hist)
         target[i] = tgt
-    return {"seq": seq, "lengths": lengths, "target": target}
+    out = {"seq": seq, "lengths": lengths, "target": target}
+    if b and all(isinstance(ex, UserPair) for ex in batch):  # user indices when the items carry them
+        out["user"] = torch.tensor([ex.user for ex in batch], dtype=torch.long)
+    return out
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Every example exactly once per epoch, in a seeded order where each batch holds similar lengths.
+
+    Epoch e: a random permutation (generator seeded with `seed + e`), cut into groups of
+    `group_batches` batches; each group sorted by length (longest first) and cut into batches; the
+    batches shuffled (the one partial batch stays last so a DataLoader with the same `batch_size`
+    cuts exactly these batches). Models that trim a batch to its longest member (TIGER, SASRec
+    windows) then pad little. Lightning calls `set_epoch` at every epoch start, so a resumed run
+    draws the same batches as one that never stopped; without it, each `__iter__` counts an epoch.
+    """
+
+    def __init__(self, lengths: list[int] | torch.Tensor, batch_size: int, seed: int = 0, group_batches: int = 50):
+        if batch_size < 1 or group_batches < 1:
+            raise UserError(f"LengthGroupedSampler needs batch_size >= 1 and group_batches >= 1, "
+                            f"got {batch_size}, {group_batches}")
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.batch_size, self.seed, self.group_batches = batch_size, seed, group_batches
+        self.epoch: int | None = None
+        self._iters = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(len(self.lengths), generator=g)
+        chunk = self.batch_size * self.group_batches
+        out: list[torch.Tensor] = []
+        for s in range(0, len(perm), chunk):
+            idx = perm[s:s + chunk]
+            idx = idx[torch.argsort(self.lengths[idx], descending=True, stable=True)]
+            out += list(idx.split(self.batch_size))
+        full = [b for b in out if len(b) == self.batch_size]
+        partial = [b for b in out if len(b) < self.batch_size]
+        order = torch.randperm(len(full), generator=g).tolist()
+        return [full[i] for i in order] + partial
+
+    def __iter__(self):
+        epoch = self.epoch if self.epoch is not None else self._iters
+        self._iters += 1
+        for b in self.batches(epoch):
+            yield from b.tolist()
+
+
+def _history_lengths(pairs: list[tuple[list[int], Any]], max_len: int) -> list[int]:
+    return [min(len(h), max_len) for h, _ in pairs]
 
 
 class SeqRecDataModule(L.LightningDataModule):
@@ -143,6 +228,8 @@ class SeqRecDataModule(L.LightningDataModule):
         max_users: int | None = None,
         train_mode: str = "prefix",
         train_batch_targets: int | None = None,
+        length_grouping: bool = False,
+        val_users: int | None = None,
     ):
         super().__init__()
         # "prefix": one (history, target) sample per training prefix (RecBole's augmentation; what
@@ -159,6 +246,14 @@ class SeqRecDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.max_users = max_users
+        # batches of similar history lengths (LengthGroupedSampler); validation/test batches sorted
+        # by length (metrics are means over users, so their order does not matter)
+        self.length_grouping = length_grouping
+        # validate on this many seeded validation users during training (null: all); the train task
+        # re-validates the best checkpoint on all of them (`full_val_dataloader`)
+        if val_users is not None and int(val_users) < 1:
+            raise UserError(f"data.val_users={val_users}; give a positive number of users or null for all")
+        self.val_users = None if val_users is None else int(val_users)
         self.data: SequenceData | None = None
         self._splits: dict[str, HistoryTargetDataset] = {}
 
@@ -173,17 +268,24 @@ class SeqRecDataModule(L.LightningDataModule):
             data.sequences = data.sequences[: self.max_users]
         self.data = data
         train, valid, test = loo_split(data.sequences, self.max_len)
+        users = loo_users(data.sequences)
         self._splits = {
             "train": HistoryTargetDataset(
                 train_windows(data.sequences, self.max_len) if self.train_mode == "all_positions" else train,
                 self.max_len,
+                users=None if self.train_mode == "all_positions" else users[0],
             ),
-            "valid": HistoryTargetDataset(valid, self.max_len),
-            "test": HistoryTargetDataset(test, self.max_len),
+            "valid": HistoryTargetDataset(valid, self.max_len, users=users[1]),
+            "test": HistoryTargetDataset(test, self.max_len, users=users[2]),
         }
         stats = data.stats() | {k: len(v) for k, v in self._splits.items()} | {"train_targets": len(train)}
         log.info("dataset stats: %s", stats)
         self.stats = stats
+
+    def split(self, name: str) -> HistoryTargetDataset:
+        """The `train`, `valid` or `test` dataset (after `setup`)."""
+        self.setup()
+        return self._splits[name]
 
     @property
     def num_items(self) -> int:
@@ -202,12 +304,26 @@ class SeqRecDataModule(L.LightningDataModule):
         per_window = self.stats["train_targets"] / max(len(windows), 1)
         return max(1, round(self.train_batch_targets / per_window))
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int, users: int | None = None) -> DataLoader:
         windows = split == "train" and self.train_mode == "all_positions"
+        ds: Dataset = self._splits[split]
+        if users is not None and users < len(ds):  # a seeded subset of the users, in a fixed order
+            g = torch.Generator().manual_seed(0)
+            ds = torch.utils.data.Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:users].tolist()))
+        sampler = None
+        if self.length_grouping:
+            pairs = [ds[i] for i in range(len(ds))]
+            lengths = [len(x) for x, _ in pairs] if windows else _history_lengths(pairs, self.max_len)
+            if shuffle:
+                sampler = LengthGroupedSampler(lengths, batch_size, seed=torch.initial_seed() % 2**31)
+            else:
+                sampler = sorted(range(len(ds)), key=lambda i: -lengths[i])
+            shuffle = False
         return DataLoader(
-            self._splits[split],
+            ds,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_windows if windows else partial(collate_right_padded, max_len=self.max_len),
             persistent_workers=self.num_workers > 0,
@@ -217,6 +333,10 @@ class SeqRecDataModule(L.LightningDataModule):
         return self._loader("train", True, self.train_batch_size())
 
     def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", False, self.eval_batch_size, users=self.val_users)
+
+    def full_val_dataloader(self) -> DataLoader:
+        """All validation users, whatever `val_users` says (the best checkpoint's final validation)."""
         return self._loader("valid", False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:

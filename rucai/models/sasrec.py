@@ -3,6 +3,20 @@
 Item + learned position embeddings -> LayerNorm -> dropout -> causal Transformer blocks
 (post-LN, GELU feed-forward); the hidden state at the last real position is the user state,
 scored against the shared item embedding table.
+
+Parity with RecBole 1.2.1's SASRec (recbole/model/layers.py, sequential_recommender/sasrec.py):
+- dropout: attention probabilities (attn_dropout), after the attention output projection and after
+  the feed-forward's second linear (dropout), before each residual + LayerNorm. torch's
+  `nn.TransformerEncoderLayer` also drops out inside the feed-forward, after the activation;
+  RecBole's FeedForward has no such dropout, so it is replaced by the identity here.
+- initialisation: every Linear/Embedding weight N(0, 0.02), biases 0, LayerNorm 1/0. The fused
+  q/k/v projection of torch's attention is a Parameter (`in_proj_weight`), not an nn.Linear, so
+  `apply` would leave it at torch's Xavier init: it is drawn N(0, 0.02) explicitly.
+- training softmax over all rows of the item table including the padding row 0, as RecBole's CE
+  loss (`softmax_over_padding=true`); false scores row 0 at -inf. Ranking always excludes it.
+- exact (erf) GELU, LayerNorm eps 1e-12, learned positions counted from the oldest item, padding
+  keys masked (RecBole adds -10000, here -inf; with right padding and the causal mask a real
+  position never sees a padding key either way).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ class SASRec(SeqRecModule):
         attn_dropout: float = 0.5,
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
+        softmax_over_padding: bool = True,
         **kwargs,
     ):
         super().__init__(num_items=num_items, max_len=max_len, **kwargs)
@@ -46,8 +61,11 @@ class SASRec(SeqRecModule):
         )
         # attention dropout differs from hidden dropout in RecBole's SASRec
         layer.self_attn.dropout = attn_dropout
+        # no dropout between the feed-forward's activation and its second linear (RecBole's FeedForward)
+        layer.dropout = nn.Identity()
         self.encoder = nn.TransformerEncoder(layer, num_layers=num_layers, enable_nested_tensor=False)
         self.register_buffer("causal", torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), 1), persistent=False)
+        self.softmax_includes_padding = softmax_over_padding
         self.initializer_range = initializer_range
         self.apply(self._init_weights)
 
@@ -59,6 +77,9 @@ class SASRec(SeqRecModule):
         elif isinstance(m, nn.LayerNorm):
             m.weight.data.fill_(1.0)
             m.bias.data.zero_()
+        elif isinstance(m, nn.MultiheadAttention):  # fused q/k/v: RecBole's three nn.Linear layers
+            m.in_proj_weight.data.normal_(0.0, self.initializer_range)
+            m.in_proj_bias.data.zero_()
 
     def encode_all(self, seq: torch.Tensor) -> torch.Tensor:
         L_ = seq.size(1)

@@ -18,6 +18,10 @@ from rucai.eval.ranking import target_ranks, topk_metrics
 
 
 class SeqRecModule(L.LightningModule):
+    # Training softmax over all N+1 rows including the padding row 0 (RecBole's CE loss scores
+    # `item_embedding.weight` whole); False scores row 0 at -inf. Evaluation always excludes row 0.
+    softmax_includes_padding: bool = False
+
     def __init__(
         self,
         num_items: int,
@@ -59,12 +63,13 @@ class SeqRecModule(L.LightningModule):
             targets = batch["targets"]
             keep = targets > 0
             h = self.encode_all(batch["seq"])[keep]  # [n_targets, H]
-            scores = h @ self.item_embeddings().T
-            scores[:, 0] = float("-inf")
             target = targets[keep]
         else:
-            scores = self.full_scores(batch["seq"], batch["lengths"])
+            h = self.encode(batch["seq"], batch["lengths"])
             target = batch["target"]
+        scores = h @ self.item_embeddings().T  # [n, N+1]
+        if not self.softmax_includes_padding:
+            scores[:, 0] = float("-inf")
         loss = F.cross_entropy(scores.float(), target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
         return loss

@@ -6,7 +6,10 @@ small T5 (built from a config, random init) generates the next item's L code tok
 teacher-forced cross-entropy on `codes + eos`. Evaluation: beam search over exactly L steps
 (no eos step, as MTGRec's `beam_search`), optionally constrained by a prefix trie (LC-Rec's
 `prefix_allowed_tokens_fn`); each beam maps back to an item, and Recall@K / NDCG@K come from the
-target's rank among the beams (not in the beams = miss; invalid tuples are dropped).
+target's rank among the beams (not in the beams = miss; an invalid tuple counts as a miss in its
+rank slot, as the authors' evaluator, or is dropped with `invalid_beams=drop`). Optionally
+(`user_token`, TIGER's paper: user ids hashed into 2,000 buckets; MTGRec's `n_user_tokens: 1`) one
+user token, `user % buckets` after the code tokens, is prepended to the encoder input.
 
 Beam search: encoder once per user; step 0 decodes one row per user, then the KV cache (incl.
 cross-attention keys/values, computed once per user) is expanded/reordered to B x beam rows; each
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
+from rucai.errors import UserError
 from rucai.eval.ranking import topk_metrics
 from rucai.models.seqrec import SeqRecModule
 from rucai.models.trie import EOS, PAD, SemanticIDTrie
@@ -162,11 +166,27 @@ def beam_search(
     return items, tokens, scores
 
 
-def beam_ranks(items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """0-based rank of the target among the valid beams (invalid beams dropped); miss = #beams."""
+INVALID_BEAMS = ("miss", "drop")
+
+
+def beam_ranks(items: torch.Tensor, target: torch.Tensor, invalid: str = "miss") -> torch.Tensor:
+    """0-based rank of the target among the beams (best first); not found = #beams.
+
+    invalid="miss" (the authors' `Evaluator.calculate_pos_index`): a beam that is no item (-1)
+    keeps its rank slot and counts as a miss, so the target is ranked at its beam position.
+    invalid="drop": invalid beams are removed before ranking (optimistic: a target behind k
+    invalid beams moves up k places). Under trie-constrained decoding the only invalid beams are
+    dead ones (score -inf, at the end), so both give the same ranks. Beams are distinct code
+    tuples and a tuple names at most one item, so no item appears twice among the beams.
+    """
+    if invalid not in INVALID_BEAMS:
+        raise ValueError(f"invalid={invalid!r}; use one of {INVALID_BEAMS}")
     valid = items >= 0
     hit = (items == target.unsqueeze(1)) & valid
-    before = torch.cumsum(valid.long(), 1) - valid.long()  # valid beams ranked above each position
+    if invalid == "miss":
+        before = torch.arange(items.size(1), device=items.device).expand_as(items)
+    else:
+        before = torch.cumsum(valid.long(), 1) - valid.long()  # valid beams ranked above each position
     miss = torch.full_like(target, items.size(1))
     return torch.where(hit.any(1), (before * hit).sum(1), miss)
 
@@ -189,6 +209,10 @@ class TIGER(SeqRecModule):
         num_beams: int = 20,
         test_num_beams: int | None = None,
         constrained: bool = True,
+        invalid_beams: str = "miss",
+        user_token: bool | int = False,
+        compile: bool = False,
+        fast_dropout: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         topk: Sequence[int] = (5, 10),
@@ -207,6 +231,16 @@ class TIGER(SeqRecModule):
         self.num_beams = num_beams
         self.test_num_beams = test_num_beams or num_beams
         self.constrained = constrained
+        if invalid_beams not in INVALID_BEAMS:
+            raise UserError(f"model.invalid_beams={invalid_beams!r}; use miss (an invalid beam is a miss in its "
+                            f"rank slot, the authors' scoring) or drop (invalid beams removed before ranking)")
+        self.invalid_beams = invalid_beams
+        if user_token is True or not (user_token in (False, None) or isinstance(user_token, int) and user_token > 0):
+            raise UserError(f"model.user_token={user_token!r}; give false or a number of user buckets "
+                            f"(TIGER: 2000, MTGRec: 1)")
+        # user tokens: `user_buckets` extra vocabulary rows after the code tokens
+        self.user_buckets = int(user_token or 0)
+        self.user_token_offset = self.trie.vocab_size
         if max(self.topk) > min(self.num_beams, self.test_num_beams):
             raise ValueError(f"topk {self.topk} exceeds the beam size")
         # item id -> its L code tokens (row 0 = padding item -> pad tokens)
@@ -215,12 +249,19 @@ class TIGER(SeqRecModule):
         item2tok[1:] = self.trie.token(lv, self.trie.codes)
         self.register_buffer("item2tok", item2tok)
         config = T5Config(
-            vocab_size=self.trie.vocab_size, d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=num_layers,
+            vocab_size=self.trie.vocab_size + self.user_buckets, d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=num_layers,
             num_decoder_layers=num_decoder_layers, num_heads=num_heads, dropout_rate=dropout,
             feed_forward_proj=feed_forward_proj, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
-            n_positions=max_len * self.num_levels + 1,
+            n_positions=max_len * self.num_levels + 1 + (self.user_buckets > 0),
         )
         self.t5 = T5ForConditionalGeneration(config)
+        # torch.compile of the training forward (dynamic shapes: batches differ in length); the
+        # compiled wrapper is kept out of the module tree so checkpoints keep the plain T5 keys
+        self.compile_t5 = compile
+        if fast_dropout:  # cheaper dropout masks on a CPU (rucai.models.layers); same semantics
+            from rucai.models.layers import use_fast_dropout
+
+            use_fast_dropout(self.t5)
 
     # -- tokens -------------------------------------------------------------------------------
     def encode_inputs(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,10 +278,34 @@ class TIGER(SeqRecModule):
     def target_tokens(self, target: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.item2tok[target], target.new_full((len(target), 1), EOS)], 1)
 
+    def add_user_token(self, ids: torch.Tensor, mask: torch.Tensor,
+                       user: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `user_token` on: the token `offset + user % buckets` prepended (position 0); else unchanged."""
+        if not self.user_buckets:
+            return ids, mask
+        if user is None:
+            raise ValueError("model.user_token is on but the batch has no 'user' key (rucai.data.sequential "
+                             "batches carry it)")
+        tok = (self.user_token_offset + user.to(ids.device) % self.user_buckets).view(-1, 1)
+        return torch.cat([tok, ids], 1), torch.cat([mask.new_ones(len(mask), 1), mask], 1)
+
+    def model_inputs(self, batch: Mapping[str, torch.Tensor], **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder input ids and mask of a batch: its code tokens + eos, after the user token if on."""
+        return self.add_user_token(*self.encode_inputs(batch["seq"], batch["lengths"], **kw), batch.get("user"))
+
     # -- training -------------------------------------------------------------------------------
+    def train_t5(self):
+        """The T5 for training forwards: compiled once when `compile` is set, else the module itself."""
+        if not self.compile_t5:
+            return self.t5
+        fn = self.__dict__.get("_compiled_t5")
+        if fn is None:
+            fn = self.__dict__["_compiled_t5"] = torch.compile(self.t5, dynamic=True)
+        return fn
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        ids, mask = self.encode_inputs(batch["seq"], batch["lengths"])
-        loss = self.t5(input_ids=ids, attention_mask=mask, labels=self.target_tokens(batch["target"])).loss
+        ids, mask = self.model_inputs(batch)
+        loss = self.train_t5()(input_ids=ids, attention_mask=mask, labels=self.target_tokens(batch["target"])).loss
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
         return loss
 
@@ -252,17 +317,17 @@ class TIGER(SeqRecModule):
 
     @torch.no_grad()
     def recommend(self, seq: torch.Tensor, lengths: torch.Tensor, num_beams: int | None = None,
-                  constrained: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  constrained: bool | None = None, user: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top items by beam search: (items [B, beam] with -1 for invalid/dead beams, scores)."""
-        ids, mask = self.encode_inputs(seq, lengths)
+        ids, mask = self.add_user_token(*self.encode_inputs(seq, lengths), user)
         items, _, scores = beam_search(self.t5, self._trie(), ids, mask, num_beams or self.num_beams,
                                        self.constrained if constrained is None else constrained)
         return items, scores
 
     def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
         beams = self.test_num_beams if prefix == "test" else self.num_beams
-        items, _ = self.recommend(batch["seq"], batch["lengths"], num_beams=beams)
-        ranks = beam_ranks(items, batch["target"])
+        items, _ = self.recommend(batch["seq"], batch["lengths"], num_beams=beams, user=batch.get("user"))
+        ranks = beam_ranks(items, batch["target"], self.invalid_beams)
         bsz = len(ranks)
         for name, values in topk_metrics(ranks, self.topk).items():
             self.log(f"{prefix}/{name}", values.mean(), on_epoch=True, batch_size=bsz, sync_dist=True,

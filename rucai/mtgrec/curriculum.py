@@ -158,3 +158,25 @@ class CurriculumCallback(L.Callback):
         self.probs = [float(p) for p in row["probs"]]
         if trainer.is_global_zero:
             atomic_write_json(self.out_file, self.history)
+
+
+def snapshot_path(dir: str | Path, epoch: int) -> Path:
+    """Where pre-training keeps the T5 weights after `epoch` epochs (1-based, the authors' `_{epoch}.pth`)."""
+    return Path(dir) / f"t5_ep{int(epoch):03d}.pt"
+
+
+class T5Snapshots(L.Callback):
+    """Keeps the T5 weights after each epoch in `epochs` (the authors' `save_interval` checkpoints that
+    finetune.sh fine-tunes): `{"t5": state_dict, "epoch": E}` in `snapshot_path(dir, E)`, rank zero only."""
+
+    def __init__(self, dir: str | Path, epochs: list[int]):
+        self.dir, self.epochs = Path(dir), {int(e) for e in epochs}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        from rucai.utils.io import atomic_writer
+
+        epoch = trainer.current_epoch + 1
+        if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        with atomic_writer(snapshot_path(self.dir, epoch), "wb") as f:
+            torch.save({"t5": pl_module.t5_state(), "epoch": epoch}, f)

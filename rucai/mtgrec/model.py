@@ -4,7 +4,8 @@ Every tokenizer maps level-l code c to the same token `offset + l * codebook_siz
 authors' `Tokenizer._sem_ids_to_tokens`: per-level offsets, shared by all tokenizers), so one T5
 reads and writes any tokenizer's IDs. Training: each example is written with a tokenizer drawn
 from `select_prob` (the authors' `Collator`: `np.random.choice(tokenizers, p=select_prob)` per
-example). Evaluation uses tokenizer `eval_tokenizer` (its item table and trie).
+example). Evaluation uses tokenizer `eval_tokenizer` (its item table and trie). With
+`user_token` on, the user token (the same for every tokenizer) comes first in the encoder input.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class MultiTokenizerTIGER(TIGER):
     # -- losses --------------------------------------------------------------------------------
     def example_losses(self, batch: dict[str, torch.Tensor], tok: torch.Tensor | int | None) -> torch.Tensor:
         """Per-example mean token cross-entropy [B] (T5's loss, averaged per example)."""
-        ids, mask = self.encode_inputs(batch["seq"], batch["lengths"], tok)
+        ids, mask = self.model_inputs(batch, tok=tok)
         labels = self.target_tokens(batch["target"], tok)
         logits = self.t5(input_ids=ids, attention_mask=mask, labels=labels).logits
         ce = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
@@ -100,6 +101,10 @@ class MultiTokenizerTIGER(TIGER):
         return loss
 
     # -- optimisation (authors: AdamW + cosine schedule with linear warm-up, per step) -----------
+    # `warmup_steps` and the schedule's length count optimizer steps (Lightning's interval "step"
+    # steps once per optimizer step, after gradient accumulation). The authors' accelerate
+    # scheduler steps num_processes times per optimizer step, so their warmup_steps 10,000 on 4
+    # GPUs is 2,500 optimizer steps: the configs say 2,500 (rucai/mtgrec/config.py).
     def configure_optimizers(self):
         from transformers import get_cosine_schedule_with_warmup
 

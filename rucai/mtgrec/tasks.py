@@ -1,13 +1,18 @@
-"""MTGRec tasks: `mtgrec.tokenizers` -> `mtgrec.pretrain` -> `mtgrec.finetune`, and `mtgrec.pipeline`.
+"""MTGRec tasks: `mtgrec.tokenizers` -> `mtgrec.pretrain` -> `mtgrec.finetune`, `mtgrec.pipeline`, and
+`mtgrec.finetune_grid` (pre-training epochs x tokenizers, selected on validation).
 
 Each stage is a `rucai.runtime.stages.Stage` with its own folder (`<run dir>/<stage>` or
 `method.<stage>.dir`) and a `done.json` holding its result; a stage done earlier is reused, and a
 task builds the earlier stages it needs first. `tokenizers/`: tok_XX.json + tokenizers.json;
-`pretrain/`: model.pt (T5 weights), curriculum.json, checkpoints/last.ckpt (every epoch, and on
-SIGTERM / SLURM's pre-timeout signal); `finetune/`: checkpoints (best on the monitored validation
-metric + last), eval CSVs. Under `ckpt_path=last` an interrupted Lightning stage resumes from its
-`checkpoints/last.ckpt`, curriculum state included. Settings: `method` (rucai/mtgrec/config.py);
-the T5's size comes from `model` (conf/model/tiger.yaml keys), the data from `data`.
+`pretrain/`: model.pt (T5 weights), t5_epNNN.pt (the weights after each of `save_epochs`),
+curriculum.json, checkpoints/last.ckpt (every epoch, and on SIGTERM / SLURM's pre-timeout signal);
+`finetune/`: checkpoints (best on the monitored validation metric + last), eval CSVs;
+`finetune_grid/`: one fine-tuning folder per cell `ep{E}_tok{K}/`, grid.csv, done.json (the cell
+selected on validation and the whole grid). Batches: `effective_batch_size` examples per optimizer
+step (gradient accumulation); warm-up counted in optimizer steps. Under `ckpt_path=last` an
+interrupted Lightning stage resumes from its `checkpoints/last.ckpt`, curriculum state included.
+Settings: `method` (rucai/mtgrec/config.py); the T5's size comes from `model` (conf/model/tiger.yaml
+keys), the data from `data`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from rucai.registry import task
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "dropout",
-              "feed_forward_proj", "num_beams", "constrained", "weight_decay", "topk")
+              "feed_forward_proj", "num_beams", "constrained", "invalid_beams", "user_token", "weight_decay", "topk")
 LIGHTNING_STAGES = ("pretrain", "finetune")
 
 
@@ -57,6 +62,27 @@ def _model(cfg: DictConfig, dm, tokenizers: list, manifest: dict, lr: float, war
                                codebook_size=int(manifest["codebook_size"]), lr=lr, warmup_steps=warmup, **mk, **kw)
 
 
+def grad_accumulation(effective: int | None, batch_size: int, world_size: int, key: str) -> int:
+    """Batches accumulated per optimizer step so one step sees `effective` examples (the authors'
+    4 GPUs x 256 = 1,024) from `batch_size` per device on `world_size` devices; null: 1."""
+    if effective is None:
+        return 1
+    per_step = int(batch_size) * int(world_size)
+    if int(effective) < per_step or int(effective) % per_step:
+        raise UserError(f"{key}.effective_batch_size={effective} is not a multiple of data.batch_size x devices = "
+                        f"{batch_size} x {world_size}; set it to a multiple of {per_step} (or null: no accumulation)")
+    return int(effective) // per_step
+
+
+def set_accumulation(trainer, dm, effective: Any, key: str) -> int:
+    """Set the trainer's gradient accumulation from the effective batch size (world size known here)."""
+    acc = grad_accumulation(_plain(effective), dm.train_batch_size(), trainer.world_size, key)
+    trainer.accumulate_grad_batches = acc
+    log.info("%s: %d batch(es) of %d x %d device(s) per optimizer step", key, acc, dm.train_batch_size(),
+             trainer.world_size)
+    return acc
+
+
 def _val_subset(dm, n: int | None, seed: int):
     from torch.utils.data import DataLoader, Subset
 
@@ -74,6 +100,7 @@ def _val_subset(dm, n: int | None, seed: int):
 def tokenizers_stage(cfg: DictConfig, stage) -> dict[str, Any]:
     from rucai.mtgrec.tokenizers import build_tokenizers
     from rucai.rec.embeddings import encode_items
+    from rucai.rec.semantic_ids import train_items
 
     tk = cfg.method.tokenizers
     dm = _datamodule(cfg)
@@ -81,8 +108,10 @@ def tokenizers_stage(cfg: DictConfig, stage) -> dict[str, Any]:
         raise UserError(f"data {cfg.data.get('name')} has no item text; MTGRec tokenizers need item titles")
     emb = encode_items(dm.data.item_text, encoder=tk.encoder, fields=tuple(tk.fields),
                        cache_dir=cfg.paths.cache_dir, num_items=dm.num_items)
+    # the authors fit the RQ-VAE on the training items (items[:-2] of every user, tokenizer/main.py)
     man = build_tokenizers(emb, stage.dir, num_tokenizers=int(tk.num_tokenizers), mode=tk.mode,
-                           pca_dim=tk.pca_dim, rqvae=_plain(tk.rqvae), seed=int(tk.seed))
+                           pca_dim=tk.pca_dim, rqvae=_plain(tk.rqvae), seed=int(tk.seed),
+                           fit_items=train_items(dm.data.sequences))
     log.info("tokenizers: %d in %s, adjacent drift %.3f (first code %.4f)", man["num_tokenizers"], stage.dir,
              man["mean_adjacent_changed"], man["mean_adjacent_changed_first_code"])
     return {k: man[k] for k in ("num_tokenizers", "mode", "codebook_size", "mean_adjacent_changed",
@@ -114,7 +143,7 @@ def pretrain_stage(cfg: DictConfig, stage) -> dict[str, Any]:
     import torch
 
     from rucai import runtime
-    from rucai.mtgrec.curriculum import CurriculumCallback, subset_indices
+    from rucai.mtgrec.curriculum import CurriculumCallback, T5Snapshots, subset_indices
     from rucai.mtgrec.tokenizers import load_tokenizers
     from rucai.utils.io import atomic_writer
 
@@ -139,8 +168,10 @@ def pretrain_stage(cfg: DictConfig, stage) -> dict[str, Any]:
                             int(pt.influence_batch_size), stage.dir / "curriculum.json",
                             curriculum=bool(pt.curriculum), train_mode=bool(pt.train_mode))
     # monitor=False: no validation during pre-training (authors: val_delay 199), last.ckpt every epoch
+    snaps = T5Snapshots(stage.dir, [int(e) for e in pt.save_epochs])
     trainer = runtime.trainer(cfg, stage.dir, max_epochs=epochs, gradient_clip_val=float(pt.max_grad_norm),
-                              callbacks=[cb], monitor=False)
+                              callbacks=[cb, snaps], monitor=False)
+    acc = set_accumulation(trainer, dm, pt.effective_batch_size, "method.pretrain")
     probe = runtime.probe(trainer)
     ckpt = stage.resume_checkpoint()
     t0 = time.perf_counter()
@@ -164,6 +195,9 @@ def pretrain_stage(cfg: DictConfig, stage) -> dict[str, Any]:
         "tokenizers_used": idx,
         "stages": stages,
         "epochs": epochs,
+        "accumulate_grad_batches": acc,
+        "warmup_steps": int(pt.warmup_steps),
+        "saved_epochs": sorted(e for e in snaps.epochs if e <= epochs),
         "curriculum": bool(pt.curriculum),
         "tau": float(pt.tau),
         "probs_per_stage": [h["probs"] for h in cb.history],
@@ -188,7 +222,13 @@ def pretrain_stage(cfg: DictConfig, stage) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- stage 3
 
 
-def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None) -> dict[str, Any]:
+def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None, tokenizer: int | None = None,
+                   weights: Any = None) -> dict[str, Any]:
+    """Fine-tune one tokenizer's TIGER in `stage.dir` and test its best validation checkpoint.
+
+    tokenizer: an index (default: `method.finetune.tokenizer`); weights: the T5 weights to start from
+    (default: `method.finetune.weights`, else the pre-training stage's final model.pt when `summary`,
+    else a random init)."""
     import torch
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -198,7 +238,7 @@ def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None) -> di
 
     ft = cfg.method.finetune
     all_toks, manifest = load_tokenizers(_stage(cfg, "tokenizers").dir)
-    which = _plain(ft.tokenizer)
+    which = _plain(ft.tokenizer) if tokenizer is None else tokenizer
     if which == "best":
         k = int(summary["best_tokenizer"]) if summary else len(all_toks) - 1
     elif which == "last":
@@ -207,16 +247,21 @@ def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None) -> di
         k = int(which)
     if not 0 <= k < len(all_toks):
         raise UserError(f"method.finetune.tokenizer={which}; must be best, last or 0..{len(all_toks) - 1}")
+    if weights is None:
+        weights = _plain(ft.weights)
+    if weights is None and summary:
+        weights = _stage(cfg, "pretrain").dir / "model.pt"
     runtime.seed(cfg)
     dm = _datamodule(cfg)
     model = _model(cfg, dm, [all_toks[k]], manifest, lr=float(cfg.model.lr), warmup=int(ft.warmup_steps),
                    test_num_beams=cfg.model.test_num_beams)
-    if summary:
-        state = torch.load(_stage(cfg, "pretrain").dir / "model.pt", map_location="cpu", weights_only=True)["t5"]
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)["t5"]
         model.t5.load_state_dict(state)
     # monitor=True: the callbacks group's best checkpoint + early stopping on cfg.monitor
     trainer = runtime.trainer(cfg, stage.dir, max_epochs=int(ft.epochs), gradient_clip_val=float(ft.max_grad_norm),
                               check_val_every_n_epoch=int(ft.val_every), monitor=True)
+    set_accumulation(trainer, dm, ft.effective_batch_size, "method.finetune")
     for c in trainer.callbacks:
         if isinstance(c, EarlyStopping):
             c.patience = int(ft.patience)
@@ -234,7 +279,9 @@ def finetune_stage(cfg: DictConfig, stage, summary: dict[str, Any] | None) -> di
                        verbose=False)[0]
     ep = probe.epoch_seconds
     return {
-        "pretrained": summary is not None, "tokenizer": k, "test_num_beams": model.test_num_beams,
+        "pretrained": weights is not None, "weights": None if weights is None else str(weights),
+        "tokenizer": k, "test_num_beams": model.test_num_beams,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
         "epochs_trained": trainer.current_epoch, "start_epoch": probe.start_epoch, "resumed_from": ckpt,
         "best_ckpt": best,
         "best_val": float(best_cb.best_model_score) if best_cb is not None and best_cb.best_model_score is not None
@@ -262,21 +309,28 @@ def _stages_in_subprocesses(cfg: DictConfig, names: list[str]) -> None:
     each process finds the earlier stages done (their done.json) and runs just its own; this
     process then reuses them all. Each stage process keeps its record in `<stage dir>/process/`.
     """
+    for name in names:
+        _stage_process(cfg, _stage(cfg, name), [f"task=mtgrec.{name}"])
+
+
+def _stage_process(cfg: DictConfig, stage, extra: list[str]) -> None:
+    """Run `run.py <this run's overrides> <extra>` (stage folders pinned to this run's) for `stage`."""
     import subprocess
     import sys
 
     from hydra.core.hydra_config import HydraConfig
 
     dirs = {n: _stage(cfg, n).dir.resolve() for n in ("tokenizers", *LIGHTNING_STAGES)}
-    own = {"task", "hydra.run.dir", *(f"method.{n}.dir" for n in dirs)}
+    keys = {o.split("=", 1)[0] for o in extra}
+    own = {"task", "hydra.run.dir", *(f"method.{n}.dir" for n in dirs), *keys}
     over = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in own]
-    over += [f"method.{n}.dir={d}" for n, d in dirs.items()]
-    for name in names:
-        cmd = [sys.executable, sys.argv[0], *over, f"task=mtgrec.{name}", f"hydra.run.dir={dirs[name] / 'process'}"]
-        log.info("pipeline stage: %s", " ".join(cmd))
-        if subprocess.run(cmd).returncode != 0 or _stage(cfg, name).wait_done() is None:
-            raise UserError(f"pipeline stage {name} did not complete; see {dirs[name] / 'process'}/run.log "
-                            f"and rerun with ckpt_path=last to resume")
+    over += [f"method.{n}.dir={d}" for n, d in dirs.items() if f"method.{n}.dir" not in keys]
+    proc_dir = stage.dir.resolve() / "process"
+    cmd = [sys.executable, sys.argv[0], *over, *extra, f"hydra.run.dir={proc_dir}"]
+    log.info("pipeline stage: %s", " ".join(cmd))
+    if subprocess.run(cmd).returncode != 0 or stage.wait_done() is None:
+        raise UserError(f"pipeline stage {stage.name} did not complete; see {proc_dir}/run.log "
+                        f"and rerun with ckpt_path=last to resume")
 
 
 def run_stages(cfg: DictConfig, last: str) -> dict[str, dict[str, Any]]:
@@ -292,6 +346,92 @@ def run_stages(cfg: DictConfig, last: str) -> dict[str, dict[str, Any]]:
     if "finetune" in names:
         out["finetune"] = _stage(cfg, "finetune").run(lambda st: finetune_stage(cfg, st, out.get("pretrain")))
     return out
+
+
+# ----------------------------------------------------------------------------- fine-tuning grid
+
+
+def _grid_dir(cfg: DictConfig):
+    from pathlib import Path
+
+    d = cfg.method.finetune_grid.dir
+    return Path(d) if d else Path(cfg.paths.output_dir) / "finetune_grid"
+
+
+def grid_cells(cfg: DictConfig) -> list[tuple[int, int]]:
+    """(pre-training epoch, tokenizer index) of every grid cell, epochs outer; checked against what
+    pre-training keeps (`method.pretrain.save_epochs` and its final epoch)."""
+    g, pt = cfg.method.finetune_grid, cfg.method.pretrain
+    epochs, toks = [int(e) for e in g.epochs], [int(k) for k in g.tokenizers]
+    if not epochs or not toks:
+        raise UserError("method.finetune_grid.epochs and method.finetune_grid.tokenizers must be non-empty lists")
+    kept = {int(e) for e in pt.save_epochs if int(e) <= int(pt.epochs)} | {int(pt.epochs)}
+    if missing := [e for e in epochs if e not in kept]:
+        raise UserError(f"method.finetune_grid.epochs {missing} are not kept by pre-training (kept: {sorted(kept)}); "
+                        f"add them to method.pretrain.save_epochs")
+    return [(e, k) for e in epochs for k in toks]
+
+
+def _cell(cfg: DictConfig, epoch: int, tok: int):
+    from rucai.runtime.stages import Stage
+
+    name = f"ep{epoch}_tok{tok}"
+    return Stage(cfg, f"finetune_grid/{name}", dir=_grid_dir(cfg) / name)
+
+
+def _cell_weights(cfg: DictConfig, epoch: int):
+    from rucai.mtgrec.curriculum import snapshot_path
+
+    pt_dir = _stage(cfg, "pretrain").dir
+    snap = snapshot_path(pt_dir, epoch)
+    return snap if snap.is_file() or epoch != int(cfg.method.pretrain.epochs) else pt_dir / "model.pt"
+
+
+def finetune_grid_stage(cfg: DictConfig, stage, summary: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune every grid cell (each its own resumable stage folder), select on validation."""
+    import csv
+
+    from rucai.utils.io import atomic_writer
+
+    metric, mode = cfg.monitor.metric, cfg.monitor.mode
+    rows = []
+    for e, k in grid_cells(cfg):
+        res = _cell(cfg, e, k).run(lambda st, e=e, k=k: finetune_stage(cfg, st, summary, tokenizer=k,
+                                                                       weights=_cell_weights(cfg, e)))
+        rows.append({"epoch": e, "tokenizer": k, metric: res["best_val"],
+                     **{kk: v for kk, v in res.items() if kk.startswith("test/")}})
+    scored = [r for r in rows if r[metric] is not None]
+    if not scored:
+        raise UserError(f"finetune_grid: no cell recorded a validation {metric}; check method.finetune.val_every")
+    sign = 1.0 if mode == "max" else -1.0
+    best = max(scored, key=lambda r: sign * r[metric])  # first best cell on ties
+    test_keys = sorted({kk for r in rows for kk in r if kk.startswith("test/")})
+    with atomic_writer(stage.dir / "grid.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "tokenizer", metric, *test_keys])
+        w.writeheader()
+        w.writerows(rows)
+    return {
+        "selected_on": f"{metric} ({mode})", "best_epoch": best["epoch"], "best_tokenizer": best["tokenizer"],
+        metric: best[metric], **{kk: best[kk] for kk in test_keys if kk in best},
+        # what the authors' ensemble_results.py prints ("Max Results": each metric's maximum over test
+        # files); optimistic, reported for comparison only
+        "test_max_over_cells": {kk: max(r[kk] for r in rows if kk in r) for kk in test_keys},
+        "grid": rows,
+    }
+
+
+def _grid_in_subprocesses(cfg: DictConfig) -> None:
+    """Under DDP: pre-training and each undone cell in its own process (see `_stages_in_subprocesses`);
+    a cell runs as `task=mtgrec.finetune` in its folder with its tokenizer and weights."""
+    run_tokenizers(cfg)
+    if _stage(cfg, "pretrain").done() is None:
+        _stages_in_subprocesses(cfg, ["pretrain"])
+    for e, k in grid_cells(cfg):
+        st = _cell(cfg, e, k)
+        if st.done() is None:
+            _stage_process(cfg, st, ["task=mtgrec.finetune", f"method.finetune.dir={st.dir.resolve()}",
+                                     f"method.finetune.tokenizer={k}",
+                                     f"method.finetune.weights={_cell_weights(cfg, e).resolve()}"])
 
 
 def _guard(fn):
@@ -329,6 +469,27 @@ def pretrain_task(cfg: DictConfig) -> dict[str, Any]:
 @task("mtgrec.finetune")
 def finetune_task(cfg: DictConfig) -> dict[str, Any]:
     return _guard(lambda: run_stages(cfg, "finetune")["finetune"])
+
+
+@task("mtgrec.finetune_grid")
+def finetune_grid_task(cfg: DictConfig) -> dict[str, Any]:
+    """tokenizers -> pre-train (keeping `save_epochs`) -> fine-tune every (epoch, tokenizer) cell of
+    `method.finetune_grid` -> the cell with the best validation metric and its test metrics."""
+    from rucai.runtime.stages import Stage
+
+    if not cfg.method.pretrain.enabled:
+        raise UserError("task=mtgrec.finetune_grid fine-tunes pre-training checkpoints; "
+                        "method.pretrain.enabled=false leaves none (use task=mtgrec.finetune)")
+    grid_cells(cfg)  # fail on a bad grid before any training
+
+    def go() -> dict[str, Any]:
+        grid = Stage(cfg, "finetune_grid", dir=_grid_dir(cfg))
+        if grid.done() is None and _multi_process(cfg):
+            _grid_in_subprocesses(cfg)
+        summary = run_stages(cfg, "pretrain")["pretrain"]
+        return grid.run(lambda st: finetune_grid_stage(cfg, st, summary))
+
+    return _guard(go)
 
 
 @task("mtgrec.pipeline")

@@ -24,23 +24,12 @@ from typing import Any
 import numpy as np
 
 from rucai.errors import UserError
+from rucai.rec.embeddings import pca_whiten  # noqa: F401  (re-exported: moved to rucai.rec.embeddings)
 from rucai.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "tokenizers.json"
-
-
-def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
-    """Centre, project on the top `dim` principal axes and scale each to unit variance
-    (sklearn `PCA(n_components=dim, whiten=True).fit_transform`, up to the sign of each axis)."""
-    x = np.asarray(x, dtype=np.float64)
-    dim = min(dim, x.shape[1], x.shape[0])
-    xc = x - x.mean(0, keepdims=True)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    z = xc @ vt[:dim].T
-    std = s[:dim] / np.sqrt(max(len(x) - 1, 1))
-    return (z / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def drift(a: dict[int, list[int]], b: dict[int, list[int]]) -> dict[str, Any]:
@@ -74,8 +63,13 @@ def build_tokenizers(
     pca_dim: int | None = 128,
     rqvae: dict[str, Any] | None = None,
     seed: int = 2024,
+    fit_items: Any = None,
 ) -> dict[str, Any]:
     """Train the RQ-VAE(s) on `embeddings` ([N+1, D], row 0 padding) and write K tokenizers.
+
+    PCA whitening is fit on every item (as the authors' `main.py`); the RQ-VAE is fit on the items
+    `fit_items` (ids 1..N; the authors: items in the training part of some user's sequence, see
+    `rucai.rec.semantic_ids.train_items`; None = all items) and tokenizes all items.
 
     mode="epochs": one RQ-VAE, tokenizers = its last K epoch checkpoints (MTGRec).
     mode="random": K RQ-VAEs with seeds seed..seed+K-1, tokenizers = their final epochs (ablation).
@@ -95,12 +89,13 @@ def build_tokenizers(
     cfg = RQVAEConfig.from_dict({**(rqvae or {}), "seed": seed})
     if mode == "epochs" and cfg.epochs < K:
         raise UserError(f"RQ-VAE epochs={cfg.epochs} < num_tokenizers={K}; raise method.tokenizers.rqvae.epochs")
+    rows = None if fit_items is None else np.asarray(sorted({int(i) for i in fit_items}), dtype=np.int64) - 1
     t0 = time.perf_counter()
     sources: list[dict[str, Any]] = []
     tokenizers: list[dict[int, list[int]]] = []
     rq_stats: list[dict[str, Any]] = []
     if mode == "epochs":
-        _, st = train_rqvae(x, out / "rqvae", cfg=cfg, padding_row=False, keep_last=K)
+        _, st = train_rqvae(x, out / "rqvae", cfg=cfg, padding_row=False, fit_rows=rows, keep_last=K)
         rq_stats.append({k: v for k, v in st.items() if k != "history"})
         for e in range(cfg.epochs - K + 1, cfg.epochs + 1):
             tokenizers.append(_codes_at(out / "rqvae" / "rqvae" / f"epoch_{e:03d}.pt", x))
@@ -108,7 +103,7 @@ def build_tokenizers(
     else:
         for k in range(K):
             sub = out / f"rqvae_seed{seed + k}"
-            _, st = train_rqvae(x, sub, cfg=cfg, padding_row=False, seed=seed + k, keep_last=1)
+            _, st = train_rqvae(x, sub, cfg=cfg, padding_row=False, fit_rows=rows, seed=seed + k, keep_last=1)
             rq_stats.append({k2: v for k2, v in st.items() if k2 != "history"})
             tokenizers.append(_codes_at(sub / "rqvae" / f"epoch_{cfg.epochs:03d}.pt", x))
             sources.append({"rqvae_seed": seed + k, "epoch": cfg.epochs})
@@ -134,6 +129,7 @@ def build_tokenizers(
         "num_levels": len(next(iter(tokenizers[0].values()))),
         "codebook_size": max(max(cfg.num_codes), 1 + max(p["suffix_max"] for p in per_tok)),
         "pca_dim": pca_dim,
+        "fit_items": len(x) if rows is None else int(len(rows)),
         "rqvae": asdict(cfg),
         "rqvae_final": rq_stats,
         "per_tokenizer": per_tok,

@@ -152,3 +152,16 @@ def encode_items(
     emb = np.concatenate([np.zeros((1, vecs.shape[1]), dtype=np.float32), vecs], axis=0)
     _atomic_save_npy(path, emb)
     return emb
+
+
+def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
+    """Centre, project on the top `dim` principal axes and scale each to unit variance
+    (sklearn `PCA(n_components=dim, whiten=True).fit_transform`, up to the sign of each axis).
+    MTGRec (`tokenizer/main.py`) fits it on every item's embedding, before keeping the training items."""
+    x = np.asarray(x, dtype=np.float64)
+    dim = min(dim, x.shape[1], x.shape[0])
+    xc = x - x.mean(0, keepdims=True)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    z = xc @ vt[:dim].T
+    std = s[:dim] / np.sqrt(max(len(x) - 1, 1))
+    return (z / np.where(std > 0, std, 1.0)).astype(np.float32)

@@ -23,3 +23,32 @@ def item_codes(conf: Any, data: Any) -> dict[int, list[int]]:
 
     tokenizer = instantiate(conf, _convert_="all")
     return tokenizer(data)
+
+
+class CodesFile:
+    """Codes read from a JSON file `{item_id: [c1, ..., cL]}` (`item_tokenizer=file
+    item_tokenizer.path=...`), e.g. one of MTGRec's `tokenizers/tok_XX.json`, so a TIGER run uses
+    exactly the IDs another run trained."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, data: Any) -> dict[int, list[int]]:
+        import json
+        from pathlib import Path
+
+        from rucai.errors import UserError
+
+        p = Path(str(self.path)).expanduser()
+        if not p.is_file():
+            raise UserError(f"item_tokenizer.path={self.path} not found; give a JSON file of item codes "
+                            f"(e.g. <mtgrec run>/tokenizers/tok_04.json)")
+        try:
+            codes = {int(k): [int(c) for c in v] for k, v in json.loads(p.read_text()).items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            raise UserError(f"item_tokenizer.path={self.path} is not a JSON object of item id -> code list ({e})") from None
+        missing = [i for i in range(1, data.num_items + 1) if i not in codes]
+        if missing:
+            raise UserError(f"item_tokenizer.path={self.path} lacks codes for {len(missing)} of the "
+                            f"{data.num_items} items of {data.name} (e.g. {missing[:3]}): a file of another dataset?")
+        return codes

@@ -145,6 +145,7 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
 
     route_library_logs()
     hardware.check(cfg.hardware)
+    hardware.apply_threads(cfg.hardware)
     root = Path(root_dir or cfg.paths.output_dir)
     ckpt_dir = root / "checkpoints"
     cb_over: dict[str, Any] = {"model_checkpoint": {"dirpath": str(ckpt_dir)}}
@@ -187,6 +188,7 @@ def fabric(hw: Any, max_grad_norm: float | None = None) -> Any:
 
     route_library_logs()
     hardware.check(hw)
+    hardware.apply_threads(hw)
     return L.Fabric(**hardware.trainer_kwargs(hw, fabric=True, max_grad_norm=max_grad_norm))
 
 

@@ -32,10 +32,27 @@ def requested_devices(hw: Any) -> int | None:
     return None  # "auto"
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slow."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    return any(flag in cpuinfo.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def check(hw: Any, n_gpus: int | None = None) -> None:
     """Raise a one-line UserError when the profile cannot run on this machine."""
     wants_gpu = bool(hw.needs_gpu) or hw.accelerator in ("gpu", "cuda")
     if not wants_gpu:
+        if str(hw.precision).startswith("bf16") and not cpu_has_bf16():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "hardware.precision=%s on a CPU without AVX512-BF16/AMX: bf16 is emulated and slower than "
+                "fp32 here; set hardware.precision=32-true", hw.precision)
         return
     n = visible_gpus() if n_gpus is None else n_gpus
     if n == 0:
@@ -66,6 +83,43 @@ def build_strategy(hw: Any, flavour: str = "pytorch", max_grad_norm: float | Non
     if max_grad_norm and type(built).__name__ == "DeepSpeedStrategy":
         built.config["gradient_clipping"] = float(max_grad_norm)  # DeepSpeed clips in its optimizer step
     return built
+
+
+def thread_count(setting: Any, cores: int | None = None, load: float | None = None, jobs: int | None = None,
+                 env: dict[str, str] | None = None) -> int | None:
+    """Intra-op threads for `hardware.threads` (null -> None: leave torch's default)."""
+    if setting in (None, "", "null"):
+        return None
+    env = os.environ if env is None else env
+    if str(setting) != "auto":
+        try:
+            n = int(setting)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UserError(f"hardware.threads={setting!r}; use null, auto or a positive number")
+        return n
+    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"])
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if load is None else load
+    jobs = jobs or max(1, int(env.get("RUCAI_PARALLEL_JOBS", "1") or 1))
+    free = max(1, cores - int(round(load)))
+    return max(1, free // jobs)
+
+
+def apply_threads(hw: Any) -> int | None:
+    """Set torch's intra-op threads from the profile; returns the count set (None: untouched)."""
+    n = thread_count(hw.get("threads") if hasattr(hw, "get") else getattr(hw, "threads", None))
+    if n is not None:
+        import logging
+
+        import torch
+
+        torch.set_num_threads(n)
+        logging.getLogger(__name__).info("torch intra-op threads: %d (hardware.threads=%s)", n, hw.get("threads"))
+    return n
 
 
 def trainer_kwargs(hw: Any, fabric: bool = False, max_grad_norm: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The converged comparison on all 4,905 Office users (issue 14 item 6): one shared set of MTGRec
+# tokenizers (the authors' RQ-VAE recipe, K=5 last epochs), then TIGER (the last tokenizer, the
+# train task, experiment=tiger/office_cpu) and MTGRec (experiment=mtgrec/office_cpu, same T5 size)
+# over 3 seeds; SASRec's row comes from experiments/sasrec. Every run resumes (ckpt_path=last,
+# finished stages reused), so rerunning this script after an interruption continues where it stopped.
+# Two runs at a time (one per core, one thread each).
+#   RUCAI_DATA_DIR=../shared/data bash experiments/tiger/run_office_cpu_comparison.sh [OUT]
+set -euo pipefail
+OUT=${1:-outputs/office_cpu_comparison}
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=1
+common="trainer.enable_progress_bar=false ckpt_path=last"
+$PY run.py experiment=mtgrec/office_cpu task=mtgrec.tokenizers hydra.run.dir=$OUT/tokenizers $common
+TOK=$OUT/tokenizers/tokenizers
+LAST=$(ls $TOK/tok_*.json | sort | tail -n 1)
+for s in 0 1 2; do
+  $PY run.py experiment=tiger/office_cpu item_tokenizer=file item_tokenizer.path=$LAST seed=$s \
+      hydra.run.dir=$OUT/tiger/seed$s $common > $OUT/tiger_seed$s.log 2>&1 &
+  $PY run.py experiment=mtgrec/office_cpu method.tokenizers.dir=$TOK seed=$s \
+      hydra.run.dir=$OUT/mtgrec/seed$s $common > $OUT/mtgrec_seed$s.log 2>&1 &
+  wait
+done
+$PY -m rucai.results $OUT/tiger $OUT/mtgrec --out $OUT --metrics test/recall@5,test/ndcg@5,test/recall@10,test/ndcg@10
