@@ -543,9 +543,9 @@ def test_tiger_rqvae_authors_tokenizer_equals_mtgrec_last_tokenizer(tmp_path, mo
     """The same recipe (PCA whitening fit on all items, the RQ-VAE fit on the training items, same
     seed and epochs) gives a TIGER run (`item_tokenizer=rqvae_authors`) the codes of MTGRec's last
     tokenizer; fitting on all items instead gives other codes."""
-    from rucai.data.sequential import SequenceData
+    from rucai.data.sequential import SequenceData, train_items
     from rucai.rec import embeddings
-    from rucai.rec.semantic_ids import semantic_ids, train_items
+    from rucai.rec.semantic_ids import semantic_ids
 
     n = 60
     vecs = _emb(n=n, d=12, seed=3)

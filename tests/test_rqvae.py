@@ -335,7 +335,7 @@ def test_fit_rows_trains_on_the_subset_only_yet_codes_every_item():
 
 
 def test_train_items_are_the_leave_one_out_training_items():
-    from rucai.rec.semantic_ids import train_items
+    from rucai.data.sequential import train_items
 
     assert train_items([[1, 2, 3, 4], [5, 6], [2, 7, 8], [9]]) == [1, 2]
 

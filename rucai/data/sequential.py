@@ -129,6 +129,16 @@ class UserPair(tuple):
         return UserPair, (self[0], self[1], self.user)
 
 
+def train_items(sequences: list[list[int]]) -> list[int]:
+    """Items of the training split under leave-one-out: every item of s[:-2] of each user's sequence
+    (MTGRec `tokenizer/main.py`: `items[:-2]` of all_item_seqs), sorted."""
+    out: set[int] = set()
+    for s in sequences:
+        out.update(int(i) for i in list(s)[:-2])
+    return sorted(out)
+
+
+
 class HistoryTargetDataset(Dataset):
     def __init__(self, pairs: list[tuple[list[int], int]], max_len: int, users: list[int] | None = None):
         self.pairs = pairs

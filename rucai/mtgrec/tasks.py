@@ -98,9 +98,9 @@ def _val_subset(dm, n: int | None, seed: int):
 
 
 def tokenizers_stage(cfg: DictConfig, stage) -> dict[str, Any]:
+    from rucai.data.sequential import train_items
     from rucai.mtgrec.tokenizers import build_tokenizers
     from rucai.rec.embeddings import encode_items
-    from rucai.rec.semantic_ids import train_items
 
     tk = cfg.method.tokenizers
     dm = _datamodule(cfg)

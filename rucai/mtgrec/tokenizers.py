@@ -69,7 +69,7 @@ def build_tokenizers(
 
     PCA whitening is fit on every item (as the authors' `main.py`); the RQ-VAE is fit on the items
     `fit_items` (ids 1..N; the authors: items in the training part of some user's sequence, see
-    `rucai.rec.semantic_ids.train_items`; None = all items) and tokenizes all items.
+    `rucai.data.sequential.train_items`; None = all items) and tokenizes all items.
 
     mode="epochs": one RQ-VAE, tokenizers = its last K epoch checkpoints (MTGRec).
     mode="random": K RQ-VAEs with seeds seed..seed+K-1, tokenizers = their final epochs (ablation).

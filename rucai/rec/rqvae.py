@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             x, padding = pca_whiten(emb[1:], pca_dim), False
         rows = None
         if fit_on == "train":
-            from rucai.rec.semantic_ids import train_items
+            from rucai.data.sequential import train_items
 
             rows = [i - 1 for i in train_items(data.sequences)]
         _, stats = train_rqvae(x, a.out, padding_row=padding, fit_rows=rows, **over)

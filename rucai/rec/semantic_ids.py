@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,6 @@ FIT_ON = ("all", "train")
 _KEY_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "constant", "kmeans_init_on": "first_batch",
                  "init": "xavier_normal", "device": "cpu", "pca_dim": None, "fit_on": "all"}
 
-
-def train_items(sequences: Iterable[Sequence[int]]) -> list[int]:
-    """Items of the training split under leave-one-out: every item of s[:-2] of each user's sequence
-    (MTGRec `tokenizer/main.py`: `items[:-2]` of all_item_seqs), sorted."""
-    out: set[int] = set()
-    for s in sequences:
-        out.update(int(i) for i in list(s)[:-2])
-    return sorted(out)
 
 
 def cache_key(emb: Any, cfg: Any, pca_dim: int | None = None, fit_on: str = "all",
@@ -72,6 +64,8 @@ def semantic_ids(
     emb = encode_items(data.item_text, encoder=encoder, fields=tuple(fields), cache_dir=cache,
                        num_items=data.num_items)
     cfg = RQVAEConfig.from_dict(rqvae or {})
+    from rucai.data.sequential import train_items
+
     fit = train_items(data.sequences) if fit_on == "train" else None
     key = cache_key(emb, cfg, pca_dim, fit_on, fit)
     out = cache / "semantic_ids" / f"{data.name}-{key}"

@@ -51,9 +51,9 @@ def main() -> None:
     a = p.parse_args()
 
     from rucai.data.amazon import load_lcrec
+    from rucai.data.sequential import train_items
     from rucai.mtgrec.tokenizers import build_tokenizers
     from rucai.rec.embeddings import encode_items
-    from rucai.rec.semantic_ids import train_items
 
     data = load_lcrec(Path(os.environ.get("RUCAI_DATA_DIR", "/work/shared/data")) / "amazon18_office", "Office_Products")
     emb = encode_items(data.item_text, encoder="all-minilm-l6-v2", fields=("title", "brand", "description"),
