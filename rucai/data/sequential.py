@@ -62,7 +62,7 @@ def train_windows(sequences: list[list[int]], max_len: int) -> list[tuple[list[i
     (m = len(s) - 2 training items); a target further than max_len in gets its own window of its
     last max_len items, scored at the last position only (target 0 elsewhere = ignored). The set of
     (history, target) pairs is identical to `loo_split`'s training pairs; far fewer sequences are
-    encoded (Office: 5.4k windows instead of 38.5k prefixes).
+    encoded (Office: 9,366 windows instead of 38,543 prefixes; experiments/sasrec/results/office_data_stats).
     """
     out = []
     for s in sequences:
