@@ -62,6 +62,10 @@ def test_resume_checkpoint_follows_ckpt_path(tmp_path):
     st.ckpt_dir.mkdir(parents=True)
     (st.ckpt_dir / "last.ckpt").write_bytes(b"")
     assert st.resume_checkpoint() == str(st.ckpt_dir / "last.ckpt")
+    stale = st.ckpt_dir / "last.ckpt"
+    os.utime(stale, (1_000_000, 1_000_000))
+    (st.ckpt_dir / "last-v1.ckpt").write_bytes(b"")  # Lightning's versioned name, written later
+    assert st.resume_checkpoint() == str(st.ckpt_dir / "last-v1.ckpt")  # the newest, not the stale name
     assert Stage(_cfg(tmp_path, None), "pretrain").resume_checkpoint() is None  # null: never resume
     with pytest.raises(UserError, match="not found"):
         runtime.resume_checkpoint(_cfg(tmp_path, str(tmp_path / "nope.ckpt")), tmp_path)
@@ -91,3 +95,37 @@ def test_pending_signal_without_a_previous_handler_exits_through_python():
         assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+def test_resumed_checkpointing_overwrites_last_ckpt(tmp_path):
+    """A run resumed from a signal checkpoint (no ModelCheckpoint state in it) must keep writing
+    last.ckpt, not Lightning's versioned last-v1.ckpt beside a stale last.ckpt."""
+    from pathlib import Path
+
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "default.yaml")
+    conf.model_checkpoint.dirpath = str(tmp_path)
+    conf.model_checkpoint.monitor = None
+    conf.model_checkpoint.mode = "min"
+    ckpt = instantiate(conf.model_checkpoint)
+    (tmp_path / "last.ckpt").write_bytes(b"stale")
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.w(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    L.Trainer(max_epochs=1, callbacks=[ckpt], logger=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=str(tmp_path)).fit(Tiny(), data)
+    assert sorted(p.name for p in tmp_path.glob("last*.ckpt")) == ["last.ckpt"]
+    assert (tmp_path / "last.ckpt").stat().st_size > 5  # overwritten with the real checkpoint

@@ -8,7 +8,7 @@
   fabric(hardware)               a Lightning Fabric for hand-written loops, with the same strategy
                                  settings as the Trainer path (`hardware.build_strategy`)
   loggers(cfg) / close_loggers() the run's experiment loggers (one set per process, shared by stages)
-  resume_checkpoint(cfg, dir)    `ckpt_path=last` -> `<dir>/checkpoints/last.ckpt` when it exists
+  resume_checkpoint(cfg, dir)    `ckpt_path=last` -> the newest `<dir>/checkpoints/last*.ckpt`
   load_causal_lm / load_tokenizer  Hugging Face loading that honours `hardware` (device, dtype,
                                  device_map, max_memory, offload_folder; trust_remote_code off)
 
@@ -109,16 +109,18 @@ def close_loggers(status: str = "success") -> None:
 
 def resume_checkpoint(cfg: DictConfig, ckpt_dir: str | Path) -> str | None:
     """What `ckpt_path` means for a folder of checkpoints: null -> fresh; `last` ->
-    `<ckpt_dir>/last.ckpt` when it exists (else fresh); a path -> that file."""
+    the newest `<ckpt_dir>/last*.ckpt` when one exists (else fresh); a path -> that file."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path == "last":
-        last = Path(ckpt_dir) / "last.ckpt"
-        if last.exists():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("ckpt_path=last: no checkpoint in %s yet; starting fresh", last.parent)
+        # the newest of last.ckpt / last-vN.ckpt: folders written with Lightning's version counter on
+        # can hold a stale last.ckpt next to the file the resumed run kept writing
+        found = sorted(Path(ckpt_dir).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if Path(ckpt_dir).is_dir() else []
+        if found:
+            log.info("resuming from %s", found[-1])
+            return str(found[-1])
+        log.info("ckpt_path=last: no checkpoint in %s yet; starting fresh", ckpt_dir)
         return None
     p = Path(str(ckpt_path)).expanduser()
     if not p.exists():
