@@ -19,8 +19,11 @@ from rucai.registry import task
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig):
-    """(datamodule, model, trainer) from the composed config, through the runtime."""
+def build(cfg: DictConfig, item_features: Any = None):
+    """(datamodule, model, trainer) from the composed config, through the runtime.
+
+    `item_features(data) -> dict`: extra model arguments computed from the loaded data (a paper's
+    item-side inputs, e.g. CoCoRec's code tokens and text vectors, `rucai.cocorec.tasks`)."""
     from hydra.utils import instantiate
 
     from rucai import runtime
@@ -38,6 +41,8 @@ def build(cfg: DictConfig):
         from rucai.rec.tokenization import item_codes
 
         extra["item_codes"] = item_codes(cfg.item_tokenizer, dm.data)
+    if item_features is not None:
+        extra |= item_features(dm.data)
     model = instantiate(cfg.model, _convert_="all", **extra)
     return dm, model, runtime.trainer(cfg)
 
@@ -83,10 +88,16 @@ def _full_validation(trainer, model, dm) -> dict[str, float]:
 
 @task("train")
 def train(cfg: DictConfig) -> dict[str, Any]:
+    return fit_and_test(cfg)
+
+
+def fit_and_test(cfg: DictConfig, item_features: Any = None) -> dict[str, Any]:
+    """The `train` task's body (fit with resume, re-validate, test the best checkpoint); papers whose
+    models need item-side inputs call it with `item_features` (see `build`)."""
     from rucai import runtime
 
     output_dir = Path(cfg.paths.output_dir)
-    dm, model, trainer = build(cfg)
+    dm, model, trainer = build(cfg, item_features)
     probe = runtime.probe(trainer)
     ckpt = runtime.resume_checkpoint(cfg, output_dir / "checkpoints")
     metrics: dict[str, Any] = {}
@@ -125,12 +136,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @task("evaluate")
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a trained checkpoint (`ckpt_path=<file>`) on the configured data."""
+    return evaluate_checkpoint(cfg)
+
+
+def evaluate_checkpoint(cfg: DictConfig, item_features: Any = None) -> dict[str, Any]:
+    """The `evaluate` task's body (`item_features`: see `build`)."""
     from rucai import runtime
 
     if not cfg.ckpt_path:
         raise UserError("task=evaluate needs ckpt_path=<path to a .ckpt file>")
     output_dir = Path(cfg.paths.output_dir)
-    dm, model, trainer = build(cfg)
+    dm, model, trainer = build(cfg, item_features)
     ckpt = runtime.resume_checkpoint(cfg, output_dir / "checkpoints")
     from rucai.runtime.hardware import consolidated_test_checkpoint
 

@@ -3,7 +3,7 @@
     <dir>/<Category>.train.csv.gz   user_id,parent_asin,rating,timestamp,history
     <dir>/<Category>.valid.csv.gz   one row per user: 2nd-to-last item, history = training items
     <dir>/<Category>.test.csv.gz    one row per user: last item, history = all earlier items
-    <dir>/meta_<Category>.jsonl.gz  item metadata (title, features, description, categories, store, ...)
+    <dir>/meta_<Category>.jsonl.gz  item metadata (title, features, description, categories, store, details, ...)
 
 from `.../amazon_2023/benchmark/5core/last_out_w_his/` and `.../amazon_2023/raw/meta_categories/`
 (get them with `python -m rucai.data.download amazon23 --category Musical_Instruments --out <dir>`).
@@ -27,8 +27,9 @@ from rucai.errors import UserError
 log = logging.getLogger(__name__)
 
 CATEGORIES = AMAZON23_CATEGORIES  # short name -> category
-# Metadata fields kept as item text (the 2023 meta has lists for features/description/categories).
-META_FIELDS = ("title", "features", "description", "categories", "store", "main_category")
+# Metadata fields kept as item text (the 2023 meta has lists for features/description/categories;
+# `details` is a dict of product facts, whose "Brand" becomes the item's `brand`).
+META_FIELDS = ("title", "features", "description", "categories", "store", "main_category", "details")
 
 
 def split_files(dir: Path, category: str) -> dict[str, Path]:
@@ -56,7 +57,10 @@ def _check_files(d: Path, category: str) -> dict[str, Path]:
 
 
 def load_meta(path: Path, asins: set[str], fields: tuple[str, ...] = META_FIELDS) -> dict[str, dict[str, Any]]:
-    """parent_asin -> {field: value} for the items in `asins` (streams the gzip'd JSONL)."""
+    """parent_asin -> {field: value} for the items in `asins` (streams the gzip'd JSONL).
+
+    `brand` (the 2018 files' field name) is `details["Brand"]` when the item has one (CCFRec's brand
+    view); only when it has none does it fall back to `store` (the seller's name)."""
     out: dict[str, dict[str, Any]] = {}
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
@@ -64,8 +68,12 @@ def load_meta(path: Path, asins: set[str], fields: tuple[str, ...] = META_FIELDS
             a = rec.get("parent_asin")
             if a in asins:
                 out[a] = {k: rec.get(k) for k in fields if rec.get(k) not in (None, "", [])}
-                if "store" in out[a]:
-                    out[a]["brand"] = out[a]["store"]  # the 2018 files' name for it
+                details = out[a].get("details")
+                brand = details.get("Brand") if isinstance(details, dict) else None
+                if brand not in (None, "", []):
+                    out[a]["brand"] = brand
+                elif "store" in out[a]:
+                    out[a]["brand"] = out[a]["store"]  # fallback: no details["Brand"]
     return out
 
 

@@ -746,6 +746,7 @@ AMAZON23_CATEGORIES = {
     "scientific": "Industrial_and_Scientific",
     "games": "Video_Games",
     "office": "Office_Products",
+    "baby": "Baby_Products",
 }
 
 AMAZON23_BASE_URLS: tuple[str, ...] = (

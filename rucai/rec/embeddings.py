@@ -124,6 +124,35 @@ def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr)
 
 
+def encode_texts(
+    texts: Sequence[str],
+    encoder: str = DEFAULT_ENCODER,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    fields: Sequence[str] = (),
+) -> np.ndarray:
+    """Embed `texts` (items 1..N, in order; "" is encoded as-is) -> float32 [N+1, D], row 0 = zeros.
+
+    Cached under `<cache_dir>/embeddings/<cache_key(encoder, fields, texts)>.npy`; `fields` only labels
+    the key (what the texts were built from). A cache hit never loads the encoder."""
+    texts = list(texts)
+    key = cache_key(encoder, tuple(fields), texts)
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "embeddings" / f"{key}.npy"
+    if path.is_file():
+        emb = np.load(path)
+        if emb.shape[0] == len(texts) + 1:
+            log.info("item embeddings: cache hit %s", path)
+            return emb
+    model = load_encoder(encoder, device)
+    log.info("encoding %d items with %s", len(texts), encoder)
+    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    vecs = np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
+    emb = np.concatenate([np.zeros((1, vecs.shape[1]), dtype=np.float32), vecs], axis=0)
+    _atomic_save_npy(path, emb)
+    return emb
+
+
 def encode_items(
     item_text: Mapping[int, Mapping[str, Any]],
     encoder: str = DEFAULT_ENCODER,
@@ -138,20 +167,7 @@ def encode_items(
     if not fields:
         raise UserError("fields is empty; pass at least one item field, e.g. fields=[title]")
     texts = build_texts(item_text, fields, num_items)
-    key = cache_key(encoder, fields, texts)
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "embeddings" / f"{key}.npy"
-    if path.is_file():
-        emb = np.load(path)
-        if emb.shape[0] == len(texts) + 1:
-            log.info("item embeddings: cache hit %s", path)
-            return emb
-    model = load_encoder(encoder, device)
-    log.info("encoding %d items with %s", len(texts), encoder)
-    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    vecs = np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
-    emb = np.concatenate([np.zeros((1, vecs.shape[1]), dtype=np.float32), vecs], axis=0)
-    _atomic_save_npy(path, emb)
-    return emb
+    return encode_texts(texts, encoder, cache_dir, batch_size, device, fields)
 
 
 def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
