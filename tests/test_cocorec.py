@@ -182,3 +182,31 @@ def test_warmup_then_constant_lr():
         sched.step()
     assert seen == pytest.approx([0.0, 0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3])
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_item_ids_are_stable_across_processes(tmp_path):
+    """Item ids never depend on set/dict hash order: two interpreters with different hash seeds
+    (the authors' ids came from iterating a Python set) give the same id for every item."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_data import _write_amazon23
+
+    _write_amazon23(tmp_path / "a23")
+    d = tmp_path / "office"
+    d.mkdir()
+    (d / "X.inter.json").write_text(json.dumps({"7": [3, 1, 2], "2": [0, 3], "10": [2, 0, 1]}))
+    (d / "X.item.json").write_text(json.dumps({str(i): {"title": f"t{i}"} for i in range(4)}))
+    code = ("import json; from rucai.data.amazon2023 import load_amazon2023; from rucai.data.amazon import load_lcrec; "
+            "a = load_amazon2023(r'%s', 'instruments'); b = load_lcrec(r'%s', 'X'); "
+            "print(json.dumps([a.sequences, {i: t['parent_asin'] for i, t in a.item_text.items()}, "
+            "b.sequences, b.user_ids]))" % (tmp_path / "a23", d))
+    outs = []
+    for seed in ("1", "2"):
+        env = os.environ | {"PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           cwd=str(tmp_path), check=True)
+        outs.append(r.stdout)
+    assert outs[0] == outs[1] and outs[0].strip()

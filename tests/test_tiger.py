@@ -262,3 +262,33 @@ def test_data_layer_imports_nothing_from_rec():
     bad = [f"{e.path}:{e.line} {e.src} -> {e.dst}" for e in imports()
            if e.src.startswith("rucai.data") and (e.dst == "rucai.rec" or e.dst.startswith("rucai.rec."))]
     assert not bad, bad
+
+
+def test_shared_leaf_vocabulary_token_layout_trie_and_beams():
+    """UTGRec's layout: level 1 has its own range, levels 2 and 3 share one leaf range."""
+    g = torch.Generator().manual_seed(0)
+    codes, seen = {}, set()
+    while len(codes) < 40:  # root codes < 4, leaf codes < 8, unique tuples
+        c = (int(torch.randint(0, 4, (1,), generator=g)), *torch.randint(0, 8, (2,), generator=g).tolist())
+        if c not in seen:
+            seen.add(c)
+            codes[len(codes) + 1] = list(c)
+    trie = SemanticIDTrie(codes, codebook_size=8, level_offsets=[0, 4, 4])
+    assert trie.vocab_size == 2 + 4 + 8
+    assert trie.token(1, 5) == trie.token(2, 5) == 2 + 4 + 5  # one token, the same leaf code at either level
+    assert trie.token(0, 3) == 5 and trie.token(1, 0) == 6
+    for item, c in codes.items():
+        toks = [trie.token(lv, x) for lv, x in enumerate(c)]
+        assert trie.item_of(toks) == item
+        assert toks[2] in trie.allowed_next(toks[:2]) and toks[1] in trie.allowed_next(toks[:1])
+    assert all(t < 6 for t in trie.allowed_next([]))  # level 1: root tokens only
+    with pytest.raises(ValueError, match="level_offsets"):
+        SemanticIDTrie(codes, codebook_size=8, level_offsets=[0, 4])
+    torch.manual_seed(0)
+    m = TIGER(num_items=40, item_codes=codes, codebook_size=8, level_offsets=[0, 4, 4], d_model=32, d_ff=64,
+              num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, max_len=5, num_beams=40, topk=(5,)).eval()
+    assert m.t5.config.vocab_size >= trie.vocab_size
+    seq, lengths = _batch(40)
+    items, _ = m.recommend(seq, lengths, num_beams=40)
+    for b in range(len(seq)):
+        assert sorted(items[b].tolist()) == list(range(1, 41))  # the full beam reaches every item once

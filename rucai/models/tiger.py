@@ -136,7 +136,7 @@ def beam_search(
     for level in range(L):
         logp = torch.log_softmax(decoder(last).float(), dim=-1)  # [B, k, V]
         if constrained:
-            lo = trie.offset + level * K
+            lo = trie.token(level, 0)
             cand = logp[..., lo:lo + K].masked_fill(~trie.allowed_mask(nodes), float("-inf"))
         else:
             cand = logp
@@ -146,7 +146,7 @@ def beam_search(
         scores, idx = cand.topk(new_k, dim=1)
         parent, choice = idx // width, idx % width
         if constrained:
-            code, tok = choice, choice + trie.offset + level * K
+            code, tok = choice, trie.token(level, choice)
         else:
             tok = choice
             code = trie.token_to_code(level, tok)
@@ -198,6 +198,7 @@ class TIGER(SeqRecModule):
         item_codes: Mapping[int, Sequence[int]] | str,
         max_len: int = 20,
         codebook_size: int | None = None,
+        level_offsets: Sequence[int] | None = None,
         d_model: int = 128,
         d_kv: int = 64,
         d_ff: int = 1024,
@@ -226,7 +227,7 @@ class TIGER(SeqRecModule):
         if missing:
             raise ValueError(f"item_codes lacks {len(missing)} of items 1..{num_items}, e.g. {missing[:5]}")
         codes = {i: codes[i] for i in range(1, num_items + 1)}
-        self.trie = SemanticIDTrie(codes, codebook_size=codebook_size)
+        self.trie = SemanticIDTrie(codes, codebook_size=codebook_size, level_offsets=level_offsets)
         self.num_levels = self.trie.num_levels
         self.num_beams = num_beams
         self.test_num_beams = test_num_beams or num_beams

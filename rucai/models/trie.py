@@ -1,8 +1,11 @@
 """Prefix trie over items' semantic IDs, for constrained generative retrieval (TIGER, LC-Rec).
 
 Each item is a tuple of `L` codes. Token layout (as T5 expects): pad = 0 (also the decoder start
-token), eos = 1, and code `c` at level `l` is token `offset + l * K + c` with `offset = 2` and `K`
-the codebook size (max code + 1 unless given).
+token), eos = 1, and code `c` at level `l` is token `offset + level_offsets[l] + c` with `offset = 2`,
+`K` the codebook size (max code + 1 unless given) and `level_offsets[l] = l * K` by default: one
+token range per level. Levels may share a range (UTGRec: levels 2 and 3 share one leaf codebook, so
+`level_offsets=[0, K1, K1]`): a token then means the same code at either level, and the trie's
+levels keep the positions apart.
 
 Nodes are numbered level by level: the root is 0, then every distinct prefix of length 1, 2, ...,
 L (lexicographic order inside a level). The edges are stored as CSR index lists sorted by
@@ -23,7 +26,7 @@ PAD, EOS, OFFSET = 0, 1, 2
 
 class SemanticIDTrie:
     def __init__(self, item_codes: Mapping[int, Sequence[int]], codebook_size: int | None = None,
-                 offset: int = OFFSET, eos_token: int = EOS):
+                 offset: int = OFFSET, eos_token: int = EOS, level_offsets: Sequence[int] | None = None):
         if not item_codes:
             raise ValueError("item_codes is empty")
         items = np.array(sorted(int(i) for i in item_codes), dtype=np.int64)
@@ -37,7 +40,11 @@ class SemanticIDTrie:
         if codes.max() >= K:
             raise ValueError(f"code {codes.max()} >= codebook_size {K}")
         self.offset, self.eos_token = offset, eos_token
-        self.vocab_size = offset + L * K
+        self.level_offsets = [int(o) for o in level_offsets] if level_offsets is not None else [lv * K for lv in range(L)]
+        if len(self.level_offsets) != L or min(self.level_offsets) < 0:
+            raise ValueError(f"level_offsets needs {L} non-negative entries, got {level_offsets}")
+        self.vocab_size = offset + max(self.level_offsets) + K
+        self.level_offset = torch.tensor(self.level_offsets, dtype=torch.long)  # for tensor-valued levels
 
         # node ids per prefix length d = 0..L (d = 0: the root)
         node_of = np.zeros((len(items), L + 1), dtype=np.int64)
@@ -75,17 +82,20 @@ class SemanticIDTrie:
         return self.edge_key.device
 
     def to(self, device: torch.device | str) -> SemanticIDTrie:
-        for name in ("edge_key", "edge_child", "edge_code", "ptr", "node_item", "items", "codes"):
+        for name in ("edge_key", "edge_child", "edge_code", "ptr", "node_item", "items", "codes", "level_offset"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
     # -- tokens -----------------------------------------------------------------------------
     def token(self, level: int, code: int | torch.Tensor):
-        return self.offset + level * self.codebook_size + code
+        return self.offset + self._level_start(level) + code
+
+    def _level_start(self, level: int | torch.Tensor):
+        return self.level_offset[level] if torch.is_tensor(level) else self.level_offsets[level]
 
     def token_to_code(self, level: int, tokens: torch.Tensor) -> torch.Tensor:
         """Code of `tokens` at `level`, or -1 where a token is not a level-`level` code."""
-        c = tokens - self.offset - level * self.codebook_size
+        c = tokens - self.offset - self._level_start(level)
         return torch.where((c >= 0) & (c < self.codebook_size), c, torch.full_like(c, -1))
 
     # -- Python API (one prefix) --------------------------------------------------------------
