@@ -199,10 +199,11 @@ def test_item_ids_are_stable_across_processes(tmp_path):
     d.mkdir()
     (d / "X.inter.json").write_text(json.dumps({"7": [3, 1, 2], "2": [0, 3], "10": [2, 0, 1]}))
     (d / "X.item.json").write_text(json.dumps({str(i): {"title": f"t{i}"} for i in range(4)}))
+    a23 = tmp_path / "a23"
     code = ("import json; from rucai.data.amazon2023 import load_amazon2023; from rucai.data.amazon import load_lcrec; "
-            "a = load_amazon2023(r'%s', 'instruments'); b = load_lcrec(r'%s', 'X'); "
+            f"a = load_amazon2023(r'{a23}', 'instruments'); b = load_lcrec(r'{d}', 'X'); "
             "print(json.dumps([a.sequences, {i: t['parent_asin'] for i, t in a.item_text.items()}, "
-            "b.sequences, b.user_ids]))" % (tmp_path / "a23", d))
+            "b.sequences, b.user_ids]))")
     outs = []
     for seed in ("1", "2"):
         env = os.environ | {"PYTHONHASHSEED": seed}

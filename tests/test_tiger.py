@@ -292,3 +292,19 @@ def test_shared_leaf_vocabulary_token_layout_trie_and_beams():
     items, _ = m.recommend(seq, lengths, num_beams=40)
     for b in range(len(seq)):
         assert sorted(items[b].tolist()) == list(range(1, 41))  # the full beam reaches every item once
+
+
+def test_random_codes_are_unique_seeded_and_within_sizes():
+    from types import SimpleNamespace
+
+    from rucai.errors import UserError
+    from rucai.rec.tokenization import RandomCodes
+
+    data = SimpleNamespace(num_items=60)
+    a, b = RandomCodes([4, 4, 4], seed=1)(data), RandomCodes([4, 4, 4], seed=1)(data)
+    assert a == b and sorted(a) == list(range(1, 61))
+    assert len({tuple(v) for v in a.values()}) == 60  # unique: 60 of 64 tuples
+    assert all(0 <= c < 4 for v in a.values() for c in v)
+    assert RandomCodes([4, 4, 4], seed=2)(data) != a
+    with pytest.raises(UserError, match="unique codes"):
+        RandomCodes([3, 3, 3])(data)  # 27 tuples < 60 items

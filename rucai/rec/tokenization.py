@@ -52,3 +52,33 @@ class CodesFile:
             raise UserError(f"item_tokenizer.path={self.path} lacks codes for {len(missing)} of the "
                             f"{data.num_items} items of {data.name} (e.g. {missing[:3]}): a file of another dataset?")
         return codes
+
+
+class RandomCodes:
+    """Uniformly random, unique code tuples (`item_tokenizer=random`): the no-semantics baseline of
+    a tokenizer comparison. `sizes[l]` codes at level l; a tuple drawn twice is redrawn, so every
+    item gets its own (needs prod(sizes) >= number of items); the same seed gives the same codes."""
+
+    def __init__(self, sizes: list[int] | tuple[int, ...] = (256, 256, 256), seed: int = 0) -> None:
+        self.sizes = [int(s) for s in sizes]
+        self.seed = int(seed)
+
+    def __call__(self, data: Any) -> dict[int, list[int]]:
+        import math
+        import random
+
+        from rucai.errors import UserError
+
+        n = data.num_items
+        if not self.sizes or min(self.sizes) < 1 or math.prod(self.sizes) < n:
+            raise UserError(f"item_tokenizer.sizes={self.sizes} cannot give {n} items unique codes; "
+                            f"use more or larger levels")
+        rng = random.Random(self.seed)
+        seen: set[tuple[int, ...]] = set()
+        out: dict[int, list[int]] = {}
+        for i in range(1, n + 1):
+            while (t := tuple(rng.randrange(s) for s in self.sizes)) in seen:
+                pass
+            seen.add(t)
+            out[i] = list(t)
+        return out

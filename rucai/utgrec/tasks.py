@@ -1,0 +1,164 @@
+"""UTGRec tasks: `utgrec.pretrain` (the tokenizer on the source domain(s), `method.source`) ->
+`utgrec.adapt` (on the target, `data`; E frozen when a pre-trained tokenizer exists, else trained
+from scratch) -> `utgrec.codes` (codes for every target item, collisions resolved, `codes.json`) ->
+`utgrec.pipeline` (all of them, then the recommender of `model` on those codes through the core
+train body, `item_tokenizer=file`). Each tokenizer stage is a `rucai.runtime.stages.Stage`: its own
+folder, `done.json`, `checkpoints/last.ckpt` every epoch (`ckpt_path=last` resumes it, the
+quantiser's warm-up counter included); a finished stage is reused."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rucai.errors import UserError
+from rucai.registry import task
+
+log = logging.getLogger(__name__)
+
+
+def _settings(cfg: DictConfig) -> DictConfig:
+    m = cfg.get("method")
+    if m is None or "tokenizer" not in m or "adapt" not in m:
+        raise UserError("the utgrec tasks need method=utgrec (use an experiment=utgrec/... overlay)")
+    return m
+
+
+def _stage(cfg: DictConfig, name: str):
+    from rucai.runtime.stages import Stage
+
+    m = _settings(cfg)
+    d = m.codes_dir if name == "codes" else m[name].dir
+    return Stage(cfg, name, dir=d)
+
+
+def _tokenizer_kwargs(m: DictConfig) -> dict[str, Any]:
+    from rucai.utgrec.module import TOKENIZER_KEYS
+
+    t = m.tokenizer
+    return {k: t[k] for k in TOKENIZER_KEYS}
+
+
+def _data(cfg: DictConfig, data_conf: Any, fields: Any, items: str):
+    from rucai.utgrec.data import UTGTokenizerData
+
+    t = _settings(cfg).tokenizer
+    conf = OmegaConf.to_container(data_conf, resolve=True) if OmegaConf.is_config(data_conf) else data_conf
+    dm = UTGTokenizerData(data=conf, batch_size=t.batch_size, max_tokens=t.max_tokens, encoder=t.encoder,
+                          cache_dir=t.cache_dir, seed=int(cfg.seed), fields=fields, items=items,
+                          mlm_probability=t.mlm_probability, encode_batch_size=t.encode_batch_size)
+    dm.setup()
+    return dm
+
+
+def _module(cfg: DictConfig, dm, s: DictConfig):
+    import torch
+
+    from rucai.utgrec.module import UTGTokenizerModule
+
+    m = _settings(cfg)
+    return UTGTokenizerModule(torch.from_numpy(dm.states.word_embeddings), state_dim=dm.states.dim, lr=s.lr,
+                              weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio,
+                              vq_warmup_steps=m.tokenizer.vq_warmup_steps, **_tokenizer_kwargs(m))
+
+
+def _fit(cfg: DictConfig, name: str, data_conf: Any, fields: Any, init: Path | None) -> dict[str, Any]:
+    import time
+
+    import torch
+
+    from rucai import runtime
+    from rucai.utils.io import atomic_writer
+
+    stage = _stage(cfg, name)
+
+    def work(st) -> dict[str, Any]:
+        s = _settings(cfg)[name]
+        dm = _data(cfg, data_conf, fields, items="train")
+        module = _module(cfg, dm, s)
+        if init is not None:  # adaptation: the pre-trained tokenizer, E frozen, no warm-up (finetune.sh)
+            module.tok.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+            module.tok.start_adaptation()
+        trainer = runtime.trainer(cfg, st.dir, monitor=False, validate=False, max_epochs=int(s.epochs),
+                                  gradient_clip_val=float(s.gradient_clip))
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=st.resume_checkpoint())
+        if trainer.interrupted:
+            raise KeyboardInterrupt(f"stage {name} interrupted; resume with ckpt_path=last")
+        with atomic_writer(st.dir / "tokenizer.pt", "wb") as f:
+            torch.save(module.tok.state_dict(), f)
+        logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("train/")}
+        return {"tokenizer": str(st.dir / "tokenizer.pt"), "epochs": trainer.current_epoch, "items": len(dm.dataset),
+                "init": str(init) if init else None, "seconds": round(time.perf_counter() - t0, 1),
+                "last_epoch_losses": logged}
+
+    return stage.run(work)
+
+
+@task("utgrec.pretrain")
+def pretrain(cfg: DictConfig) -> dict[str, Any]:
+    m = _settings(cfg)
+    if m.source is None:
+        raise UserError("method.source is null: nothing to pre-train on; set it (e.g. experiment=utgrec/office_cpu) "
+                        "or run task=utgrec.adapt alone")
+    return _fit(cfg, "pretrain", m.source, m.source_fields, None)
+
+
+@task("utgrec.adapt")
+def adapt(cfg: DictConfig) -> dict[str, Any]:
+    m = _settings(cfg)
+    init = Path(pretrain(cfg)["tokenizer"]) if m.source is not None else None
+    return _fit(cfg, "adapt", cfg.data, m.target_fields, init)
+
+
+@task("utgrec.codes")
+def codes(cfg: DictConfig) -> dict[str, Any]:
+    """Codes for every target item from the adapted tokenizer; collisions resolved (next-nearest
+    leaf entries, then a random tail). `codes.json` = {item: [c1, c2, c3]} (level-local codes)."""
+    tok_path = Path(adapt(cfg)["tokenizer"])
+
+    def work(st) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        from rucai.utgrec.collisions import collision_rate, resolve_collisions
+        from rucai.utils.io import atomic_write_json
+
+        m = _settings(cfg)
+        dm = _data(cfg, cfg.data, m.target_fields, items="all")
+        module = _module(cfg, dm, m.adapt)
+        module.tok.load_state_dict(torch.load(tok_path, map_location="cpu", weights_only=True))
+        n = dm.states.num_items
+        codes = np.zeros((n + 1, module.tok.code_num), dtype=np.int64)
+        dist = np.zeros((n + 1, m.tokenizer.leaf_codes), dtype=np.float32)
+        for batch in dm.val_dataloader():
+            enc = module.tok.encode(batch)
+            items = batch["item"].numpy()
+            codes[items] = enc["codes"].numpy()
+            dist[items] = enc["leaf_distances"].float().numpy()
+        before = collision_rate(codes[1:])
+        fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed))
+        out = {str(i + 1): [int(c) for c in row] for i, row in enumerate(fixed)}
+        atomic_write_json(st.dir / "codes.json", out)
+        used = [len(set(fixed[:, lv].tolist())) for lv in range(fixed.shape[1])]
+        return {"codes": str(st.dir / "codes.json"), "items": n, "collision_rate_before": before,
+                "collision_rate_after": collision_rate(fixed), "codes_used_per_level": used,
+                "changed_by_resolution": int((fixed != codes[1:]).any(1).sum())}
+
+    return _stage(cfg, "codes").run(work)
+
+
+@task("utgrec.pipeline")
+def pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Tokenizer stages, then the recommender (`model`, e.g. TIGER with the shared leaf layout) on
+    the codes, trained and tested by the core train body."""
+    from rucai.tasks import fit_and_test
+
+    c = codes(cfg)
+    with open_dict(cfg):
+        cfg.item_tokenizer = OmegaConf.create({"_target_": "rucai.rec.tokenization.CodesFile", "path": c["codes"]})
+    return {"tokenizer_codes": c["codes"], "collision_rate_before": c["collision_rate_before"]} | fit_and_test(cfg)
