@@ -277,28 +277,29 @@ def whole_word_mask(ids: torch.Tensor, continuation: torch.Tensor, special_ids: 
     selected token then independently becomes [MASK] (p 0.8), else a random candidate (p 0.5 of the
     rest, 10% overall), else stays (10%)."""
     ids = ids.long()
-    special = torch.zeros_like(ids, dtype=torch.bool)
-    for s in special_ids:
-        special |= ids.eq(int(s))
-    cont = continuation[ids.clamp(0, len(continuation) - 1)] & ~special
-    words: list[list[int]] = []
-    for p in range(len(ids)):
-        if special[p]:
-            continue
-        if words and cont[p] and words[-1][-1] == p - 1:
-            words[-1].append(p)
-        else:
-            words.append([p])
+    special = torch.isin(ids, torch.as_tensor(list(special_ids), dtype=torch.long))
+    real = ~special
+    cont = continuation[ids.clamp(0, len(continuation) - 1)] & real
+    prev_real = torch.cat([torch.zeros(1, dtype=torch.bool), real[:-1]])
+    start = real & ~(cont & prev_real)  # a word starts at a real token that does not continue one
+    word = torch.cumsum(start.long(), 0) - 1  # word index of each real token
+    n_words = int(start.sum())
+    sizes = torch.bincount(word[real], minlength=n_words) if n_words else torch.zeros(0, dtype=torch.long)
     budget = min(max_predictions, max(1, int(round(len(ids) * rate))))
-    selected = torch.zeros_like(ids, dtype=torch.bool)
-    covered = 0
-    for w in torch.randperm(len(words), generator=generator).tolist():
-        if covered >= budget:
-            break
-        if covered + len(words[w]) > budget:
-            continue
-        selected[words[w]] = True
-        covered += len(words[w])
+    order = torch.randperm(n_words, generator=generator)
+    if int(sizes.sum()) <= budget:  # every word fits (the authors' rate 1.0)
+        chosen = torch.ones(n_words, dtype=torch.bool)
+    else:
+        chosen = torch.zeros(n_words, dtype=torch.bool)
+        covered = 0
+        for w, k in zip(order.tolist(), sizes[order].tolist(), strict=True):
+            if covered >= budget:
+                break
+            if covered + k > budget:
+                continue
+            chosen[w] = True
+            covered += k
+    selected = real & chosen[word.clamp(min=0)] if n_words else torch.zeros_like(real)
     labels = torch.where(selected, ids, torch.full_like(ids, -100))
     u = torch.rand(len(ids), generator=generator)
     v = torch.rand(len(ids), generator=generator)
