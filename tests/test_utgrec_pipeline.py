@@ -90,3 +90,14 @@ def test_pipeline_codes_are_unique_and_stages_are_reused(tmp_path, smoke_data_di
     before = (run / "adapt" / "tokenizer.pt").stat().st_mtime
     r = run_cli(*common, "task=utgrec.codes", run_dir=run, env={"RUCAI_DATA_DIR": str(smoke_data_dir)})
     assert r.returncode == 0 and (run / "adapt" / "tokenizer.pt").stat().st_mtime == before  # reused
+
+
+def test_merge_domains_offsets_items_by_hand():
+    from rucai.data.sequential import SequenceData
+    from rucai.utgrec.tasks import merge_domains
+
+    a = SequenceData(name="a", sequences=[[1, 2], [2, 3]], num_items=3, item_text={1: {"title": "x"}})
+    b = SequenceData(name="b", sequences=[[2, 1]], num_items=2, item_text={2: {"title": "y"}})
+    m = merge_domains([a, b])
+    assert m.num_items == 5 and m.sequences == [[1, 2], [2, 3], [5, 4]]
+    assert m.item_text == {1: {"title": "x"}, 5: {"title": "y"}} and m.name == "a+b"

@@ -262,6 +262,20 @@ def load_causal_lm(path: str | Path, hardware: Any = None, *, dtype: Any = "auto
         raise _load_error("model", str(path), e) from None
 
 
+def load_image_text_lm(path: str | Path, hardware: Any = None, *, dtype: Any = "auto", device: str | None = None,
+                       trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """AutoModelForImageTextToText.from_pretrained (e.g. Qwen2-VL, which AutoModelForCausalLM does not
+    map), honouring the hardware profile as `load_causal_lm`."""
+    from transformers import AutoModelForImageTextToText
+
+    kw = device_kwargs(hardware, device) | {"dtype": torch_dtype(dtype, hardware, device),
+                                            "trust_remote_code": bool(trust_remote_code)} | kwargs
+    try:
+        return AutoModelForImageTextToText.from_pretrained(str(path), **kw)
+    except OSError as e:
+        raise _load_error("model", str(path), e) from None
+
+
 def load_encoder(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     """AutoModel.from_pretrained (a bare encoder, e.g. BGE for dense retrieval), on CPU in fp32."""
     from transformers import AutoModel

@@ -18,7 +18,11 @@ from rucai.schema import method
 
 @dataclass
 class TokenizerSettings:
-    encoder: str = "all-minilm-l6-v2"  # frozen token states (CPU path); authors: Qwen2-VL-2B + LoRA
+    backbone: str = "text"  # text: the CPU path below; mllm: Qwen2-VL + LoRA (rucai/utgrec/mllm.py), GPUs
+    llm: str = "Qwen/Qwen2-VL-2B-Instruct"  # backbone=mllm: the model (a local folder offline)
+    gradient_checkpointing: bool = True  # backbone=mllm (the authors' trainer)
+    allow_cpu: bool = False  # backbone=mllm on a CPU (tiny test models only)
+    encoder: str = "all-minilm-l6-v2"  # backbone=text: frozen token states; authors: Qwen2-VL-2B + LoRA
     max_tokens: int = 128  # authors: text cut to 1,024 tokens
     head_layers: int = 2
     head_heads: int = 4
@@ -51,8 +55,9 @@ class StageSettings:
 @method("utgrec")  # above @dataclass: it registers the finished dataclass
 @dataclass
 class UTGRecSettings:
-    # pre-training domain(s): a data config (`_target_` + args, e.g. conf/data/rec/ml100k.yaml's keys);
-    # null: no pre-training (the tokenizer is trained on the target alone)
+    # pre-training domain(s): a data config (`_target_` + args, e.g. conf/data/rec/ml100k.yaml's keys)
+    # or a list of them (merged: items and sequences of every domain, ids offset); null: no
+    # pre-training (the tokenizer is trained on the target alone)
     source: Any = None
     source_fields: Any = None  # item fields of the source's text (null: the loader's defaults)
     target_fields: Any = None

@@ -1,4 +1,5 @@
-"""The UTGRec tokenizer as a Lightning module: one training step = `TextUTGTokenizer.losses`, AdamW
+"""The UTGRec tokenizer as a Lightning module: one training step = `TextUTGTokenizer.losses` (or
+`MLLMUTGTokenizer.losses` with `backbone="mllm"`), AdamW
 with a linear warm-up over `warmup_ratio` of the steps then linear decay (the Hugging Face Trainer
 the authors use), the quantiser's warm-up counter in the checkpoint (it survives a resume)."""
 
@@ -16,12 +17,24 @@ TOKENIZER_KEYS = ("head_layers", "head_heads", "code_dim", "root_codes", "leaf_c
 
 
 class UTGTokenizerModule(L.LightningModule):
-    def __init__(self, word_embeddings: torch.Tensor, state_dim: int, lr: float = 3e-4, weight_decay: float = 0.01,
-                 warmup_ratio: float = 0.03, vq_warmup_steps: int = 300, **tokenizer: Any):
+    def __init__(self, word_embeddings: torch.Tensor | None = None, state_dim: int | None = None, lr: float = 3e-4,
+                 weight_decay: float = 0.01, warmup_ratio: float = 0.03, vq_warmup_steps: int = 300,
+                 backbone: str = "text", llm: Any = None, **tokenizer: Any):
         super().__init__()
-        self.save_hyperparameters(ignore=["word_embeddings"])
-        self.tok = TextUTGTokenizer(torch.as_tensor(word_embeddings), state_dim=state_dim,
-                                    warmup_steps=vq_warmup_steps, **tokenizer)
+        self.save_hyperparameters(ignore=["word_embeddings", "llm"])
+        if backbone == "mllm":  # Qwen2-VL + LoRA (rucai.utgrec.mllm); `llm` is the built model
+            from rucai.utgrec.mllm import MLLMUTGTokenizer
+
+            if llm is None:
+                raise ValueError("backbone=mllm needs llm= (a Qwen2VLForConditionalGeneration)")
+            self.tok = MLLMUTGTokenizer(llm, warmup_steps=vq_warmup_steps, **tokenizer)
+        elif backbone == "text":
+            if word_embeddings is None or state_dim is None:
+                raise ValueError("backbone=text needs word_embeddings and state_dim")
+            self.tok = TextUTGTokenizer(torch.as_tensor(word_embeddings), state_dim=state_dim,
+                                        warmup_steps=vq_warmup_steps, **tokenizer)
+        else:
+            raise ValueError(f"backbone={backbone!r}; use text or mllm")
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

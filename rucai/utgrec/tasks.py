@@ -24,6 +24,15 @@ def _settings(cfg: DictConfig) -> DictConfig:
     m = cfg.get("method")
     if m is None or "tokenizer" not in m or "adapt" not in m:
         raise UserError("the utgrec tasks need method=utgrec (use an experiment=utgrec/... overlay)")
+    if m.tokenizer.backbone == "mllm" and not m.tokenizer.allow_cpu:
+        import torch
+
+        from rucai.runtime import hardware
+
+        hardware.check(cfg.hardware)  # a GPU profile without GPUs: its own one line first
+        if not torch.cuda.is_available():
+            raise UserError(f"experiment {cfg.experiment_name} needs a CUDA GPU (the Qwen2-VL tokenizer); "
+                            f"on a CPU use experiment=utgrec/office_cpu (the text-only path)")
     return m
 
 
@@ -35,22 +44,90 @@ def _stage(cfg: DictConfig, name: str):
     return Stage(cfg, name, dir=d)
 
 
+TEXT_ONLY_KEYS = ("head_layers", "head_heads", "train_word_embeddings")
+
+
 def _tokenizer_kwargs(m: DictConfig) -> dict[str, Any]:
     from rucai.utgrec.module import TOKENIZER_KEYS
 
     t = m.tokenizer
-    return {k: t[k] for k in TOKENIZER_KEYS}
+    kw = {k: t[k] for k in TOKENIZER_KEYS}
+    if t.backbone == "mllm":
+        kw = {k: v for k, v in kw.items() if k not in TEXT_ONLY_KEYS} | {"gradient_checkpointing": t.gradient_checkpointing}
+    return kw
+
+
+def merge_domains(datas: list) -> Any:
+    """One SequenceData from several domains: item ids offset per domain (domain d's item i becomes
+    i + the item counts before it), sequences and item text kept; no item is shared across domains."""
+    from rucai.data.sequential import SequenceData
+
+    seqs, text, off = [], {}, 0
+    for d in datas:
+        seqs += [[i + off for i in s] for s in d.sequences]
+        text |= {i + off: t for i, t in d.item_text.items()}
+        off += d.num_items
+    return SequenceData(name="+".join(d.name for d in datas), sequences=seqs, num_items=off, item_text=text)
+
+
+def _sequence_data(data_conf: Any):
+    from rucai.utgrec.data import load_sequence_data
+
+    conf = OmegaConf.to_container(data_conf, resolve=True) if OmegaConf.is_config(data_conf) else data_conf
+    if isinstance(conf, list):
+        if not conf:
+            raise UserError("method.source is an empty list; give one or more data configs, or null")
+        return merge_domains([load_sequence_data(c) for c in conf])
+    return load_sequence_data(conf)
+
+
+class _MLLMData:
+    """The MLLM path's batches (rucai.utgrec.mllm): prompt ids ending in the code tokens, masked texts."""
+
+    def __init__(self, cfg: DictConfig, sd: Any, fields: Any, items: str):
+        from rucai.utgrec.data import item_texts
+        from rucai.utgrec.mllm import MLLMItemDataset, load_mllm
+
+        t = _settings(cfg).tokenizer
+        self.llm, self.tokenizer, ids = load_mllm(t.llm, cfg.hardware)
+        texts = [""] + item_texts(sd, fields)
+        self.dataset = MLLMItemDataset(texts, sd.sequences, self.tokenizer, ids["code_token_ids"], items=items,
+                                       seed=int(cfg.seed), mlm_probability=t.mlm_probability, max_text_len=t.max_tokens)
+        self.batch_size, self.seed, self.num_items = int(t.batch_size), int(cfg.seed), sd.num_items
+
+    def _loader(self, shuffle: bool):
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+
+        from rucai.utgrec.data import EpochShuffleSampler
+        from rucai.utgrec.mllm import collate_mllm
+
+        return DataLoader(self.dataset, batch_size=self.batch_size,
+                          sampler=EpochShuffleSampler(len(self.dataset), self.seed, shuffle),
+                          collate_fn=partial(collate_mllm, pad_token_id=int(self.tokenizer.pad_token_id)))
+
+    def train_dataloader(self):
+        return self._loader(True)
+
+    def val_dataloader(self):
+        return self._loader(False)
 
 
 def _data(cfg: DictConfig, data_conf: Any, fields: Any, items: str):
     from rucai.utgrec.data import UTGTokenizerData
 
     t = _settings(cfg).tokenizer
-    conf = OmegaConf.to_container(data_conf, resolve=True) if OmegaConf.is_config(data_conf) else data_conf
-    dm = UTGTokenizerData(data=conf, batch_size=t.batch_size, max_tokens=t.max_tokens, encoder=t.encoder,
+    sd = _sequence_data(data_conf)
+    if t.backbone == "mllm":
+        return _MLLMData(cfg, sd, fields, items)
+    if t.backbone != "text":
+        raise UserError(f"method.tokenizer.backbone={t.backbone!r}; use text (CPU) or mllm (Qwen2-VL, GPUs)")
+    dm = UTGTokenizerData(data=sd, batch_size=t.batch_size, max_tokens=t.max_tokens, encoder=t.encoder,
                           cache_dir=t.cache_dir, seed=int(cfg.seed), fields=fields, items=items,
                           mlm_probability=t.mlm_probability, encode_batch_size=t.encode_batch_size)
     dm.setup()
+    dm.num_items = dm.states.num_items
     return dm
 
 
@@ -60,9 +137,11 @@ def _module(cfg: DictConfig, dm, s: DictConfig):
     from rucai.utgrec.module import UTGTokenizerModule
 
     m = _settings(cfg)
-    return UTGTokenizerModule(torch.from_numpy(dm.states.word_embeddings), state_dim=dm.states.dim, lr=s.lr,
-                              weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio,
-                              vq_warmup_steps=m.tokenizer.vq_warmup_steps, **_tokenizer_kwargs(m))
+    common = dict(lr=s.lr, weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio,
+                  vq_warmup_steps=m.tokenizer.vq_warmup_steps, **_tokenizer_kwargs(m))
+    if m.tokenizer.backbone == "mllm":
+        return UTGTokenizerModule(backbone="mllm", llm=dm.llm, **common)
+    return UTGTokenizerModule(torch.from_numpy(dm.states.word_embeddings), state_dim=dm.states.dim, **common)
 
 
 def _fit(cfg: DictConfig, name: str, data_conf: Any, fields: Any, init: Path | None) -> dict[str, Any]:
@@ -85,7 +164,7 @@ def _fit(cfg: DictConfig, name: str, data_conf: Any, fields: Any, init: Path | N
         trainer = runtime.trainer(cfg, st.dir, monitor=False, validate=False, max_epochs=int(s.epochs),
                                   gradient_clip_val=float(s.gradient_clip))
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=st.resume_checkpoint())
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(), ckpt_path=st.resume_checkpoint())
         if trainer.interrupted:
             raise KeyboardInterrupt(f"stage {name} interrupted; resume with ckpt_path=last")
         with atomic_writer(st.dir / "tokenizer.pt", "wb") as f:
@@ -132,14 +211,16 @@ def codes(cfg: DictConfig) -> dict[str, Any]:
         dm = _data(cfg, cfg.data, m.target_fields, items="all")
         module = _module(cfg, dm, m.adapt)
         module.tok.load_state_dict(torch.load(tok_path, map_location="cpu", weights_only=True))
-        n = dm.states.num_items
+        n = dm.num_items
         codes = np.zeros((n + 1, module.tok.code_num), dtype=np.int64)
         dist = np.zeros((n + 1, m.tokenizer.leaf_codes), dtype=np.float32)
+        dev = torch.device("cuda" if m.tokenizer.backbone == "mllm" and torch.cuda.is_available() else "cpu")
+        module.to(dev)
         for batch in dm.val_dataloader():
-            enc = module.tok.encode(batch)
+            enc = module.tok.encode({k: v.to(dev) for k, v in batch.items()})
             items = batch["item"].numpy()
-            codes[items] = enc["codes"].numpy()
-            dist[items] = enc["leaf_distances"].float().numpy()
+            codes[items] = enc["codes"].cpu().numpy()
+            dist[items] = enc["leaf_distances"].float().cpu().numpy()
         before = collision_rate(codes[1:])
         fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed))
         out = {str(i + 1): [int(c) for c in row] for i, row in enumerate(fixed)}

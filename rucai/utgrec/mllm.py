@@ -1,0 +1,450 @@
+"""UTGRec's tokenizer on the MLLM path: Qwen2-VL + LoRA reads the item, three appended code tokens.
+
+Follows the authors' `MMTokenizerModel` (`RUCAIBox/UTGRec` `model.py`), `Collator` (`data.py`) and
+`main.py`, with the same public API as `rucai.utgrec.tokenizer.TextUTGTokenizer` (`losses`, `encode`,
+`codes`, `start_adaptation`) so the Lightning module and the stages take either:
+
+- **Tokens** (`main.py`): `<CODE_0>..<CODE_{n-1}>` and `<mask>` are added to the tokenizer as special
+  tokens (`add_tokens(..., special_tokens=True)`, mask token set to `<mask>`, right padding) and the
+  LLM's embeddings are resized to `len(tokenizer)` (`add_code_tokens`, `resize_for_tokenizer`).
+- **Encoder**: a `Qwen2VLForConditionalGeneration`; with `lora=True` (the authors' default) peft
+  `LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, bias="none")` on the modules
+  `find_all_linear_names` returns -- every `nn.Linear` whose qualified name contains neither "visual"
+  nor "lm_head", i.e. q/k/v/o and gate/up/down of every LLM layer; the `lora_target_modules`
+  argument is never read -- and `modules_to_save = embed_tokens,lm_head` (full trainable copies;
+  peft unties them when the checkpoint ties them, as the 2B model does). Everything else in the LLM
+  (the vision tower included) is frozen. `lora=False`: the LLM is frozen except its input and
+  output embeddings (the authors' branch).
+- **Prompt** (`Collator.get_batch_data`): the text cut to 1,024 tokens (encode without special
+  tokens, truncate, decode), put into the image prompt or the no-image prompt, one user message
+  through the chat template with the generation prompt, then the code tokens appended as text.
+- **Code states**: the LLM's last-layer (post-norm) states at the code tokens -> `adapter_l2c`
+  (Dropout 0.1, Linear(hidden, 768), SiLU, Dropout 0.1, Linear(768, 128)) -> `TreeQuantizer`.
+- **Text decoder**: a 1-layer Qwen2-VL text model (copy of the LLM's text config with
+  `num_hidden_layers=1`, hidden `decoder_hidden_size` (default: the LLM's), intermediate 4x,
+  `decoder_heads` heads (default: the LLM's), eager attention, no input embeddings of its own) over
+  `[adapter_c2l(quantised codes) ; text_down(embed_tokens(masked text))]` with a padding-only
+  (bidirectional) additive mask; text positions -> `text_up` -> the LLM's (trainable) `lm_head`;
+  CE over the masked positions. `text_down`/`text_up` are identities when the sizes match.
+  `gradient_checkpointing=True` checkpoints the LLM (non-reentrant), as the authors' trainer does.
+- **Losses** as the text path: total = (L_text + 5 L_img) + 0.03 (L_text_pos + 5 L_img_pos)
+  + 200 L_vq + 0.01 L_cl, InfoNCE on the pre-quantisation states h.
+- **Image branch: not built.** The authors' image decoder needs the MAR KL-16 VAE weights and a
+  diffusion MLP head (`diffloss.py`); `image_loss` returns 0 and a batch that carries images
+  (`pixel_values`, `input_images`) stops with a `UserError`; image-free items use the authors'
+  no-image prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from rucai.errors import UserError
+from rucai.utgrec.data import cooccurrence_neighbours, training_items, whole_word_mask
+from rucai.utgrec.quantizer import TreeQuantizer
+from rucai.utgrec.tokenizer import _init_weights, code_info_nce
+
+MASK_TOKEN = "<mask>"
+# the authors' prompts (data.py `Collator.__init__`); `{}` takes the cut item text
+IMAGE_PROMPT = ("This is an image of an item. The item's information also includes: {{}}. Compress the image "
+                "and information into {n} tokens, representing content from coarse to fine granularity.")
+NOPIC_PROMPT = ("An item is missing its corresponding image. The item's information also includes: {{}}. "
+                "Compress the information into {n} tokens, representing content from coarse to fine granularity.")
+MAX_TEXT_LEN = 1024  # DataArguments.max_feature_length
+IMAGE_KEYS = ("pixel_values", "image_grid_thw", "input_images", "input_image_masks",
+              "pos_pixel_values", "pos_image_grid_thw", "pos_input_images", "pos_input_image_masks")
+BATCH_KEYS = ("item", "input_ids", "attention_mask", "code_token_indices", "pos_input_ids", "pos_attention_mask",
+              "pos_code_token_indices", "text_input", "text_labels", "text_mask", "pos_text_input",
+              "pos_text_labels", "pos_text_mask")
+NO_IMAGE_BRANCH = ("the image branch is not built (no VAE / diffusion head on this path); "
+                   "give image-free batches (drop pixel_values/input_images)")
+
+
+def code_token_names(code_num: int = 3) -> list[str]:
+    return [f"<CODE_{i}>" for i in range(int(code_num))]
+
+
+def add_code_tokens(tokenizer: Any, code_num: int = 3) -> dict[str, Any]:
+    """`main.py`: add the code tokens and `<mask>` as special tokens, mask token `<mask>`, right
+    padding. Returns {"code_token_ids", "mask_token_id", "added"}. Resize the LLM afterwards
+    (`resize_for_tokenizer`)."""
+    names = code_token_names(code_num)
+    added = tokenizer.add_tokens(names + [MASK_TOKEN], special_tokens=True)
+    tokenizer.mask_token = MASK_TOKEN
+    tokenizer.padding_side = "right"
+    return {"code_token_ids": [int(tokenizer.convert_tokens_to_ids(t)) for t in names],
+            "mask_token_id": int(tokenizer.convert_tokens_to_ids(MASK_TOKEN)), "added": int(added)}
+
+
+def resize_for_tokenizer(llm: nn.Module, tokenizer: Any) -> None:
+    """`llm.resize_token_embeddings(len(tokenizer))` as `main.py` does (for Qwen2-VL-2B this also drops
+    the config's unused padding rows: 151,936 -> len(tokenizer))."""
+    llm.resize_token_embeddings(len(tokenizer))
+
+
+def lora_target_modules(llm: nn.Module) -> list[str]:
+    """The authors' `find_all_linear_names`: qualified names of every `nn.Linear` outside the vision
+    tower ("visual" in the name) except `lm_head`, sorted."""
+    return sorted(n for n, m in llm.named_modules()
+                  if isinstance(m, nn.Linear) and "visual" not in n and "lm_head" not in n)
+
+
+def text_config_of(llm: nn.Module) -> Any:
+    cfg = llm.config
+    return getattr(cfg, "text_config", None) or cfg
+
+
+def decoder_config(llm: nn.Module, layers: int = 1, hidden_size: int | None = None, heads: int | None = None) -> Any:
+    """`MMTokenizerModel.__init__`: the LLM's (text) config with `num_hidden_layers=layers`, the given
+    hidden size and heads (default: the LLM's), intermediate 4x hidden, eager attention."""
+    base = text_config_of(llm)
+    d = base.to_dict()
+    hidden = int(hidden_size or base.hidden_size)
+    n_heads = int(heads or base.num_attention_heads)
+    kv = int(d.get("num_key_value_heads") or n_heads)
+    d.update(num_hidden_layers=int(layers), hidden_size=hidden, intermediate_size=4 * hidden,
+             num_attention_heads=n_heads, num_key_value_heads=kv if n_heads % kv == 0 else n_heads)
+    d.pop("layer_types", None)
+    d.pop("model_type", None)
+    d.pop("transformers_version", None)
+    cfg = type(base)(**d)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+class MLLMUTGTokenizer(nn.Module):
+    """Qwen2-VL + LoRA code states, tree SimVQ, and a 1-layer Qwen2-VL masked-text decoder."""
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        *,
+        lora: bool = True,
+        lora_r: int = 8,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.1,
+        lora_modules_to_save: Sequence[str] = ("embed_tokens", "lm_head"),
+        adapter_hidden: int = 768,
+        code_dim: int = 128,
+        code_num: int = 3,
+        root_codes: int = 256,
+        leaf_codes: int = 512,
+        beta: float = 0.25,
+        warmup_steps: int = 300,
+        decoder_layers: int = 1,
+        decoder_hidden_size: int | None = None,
+        decoder_heads: int | None = None,
+        tau: float = 0.1,
+        text_pos_weight: float = 0.03,
+        vq_weight: float = 200.0,
+        cl_weight: float = 0.01,
+        image_weight: float = 5.0,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.code_num = int(code_num)
+        self.tau = float(tau)
+        self.text_pos_weight = float(text_pos_weight)
+        self.vq_weight = float(vq_weight)
+        self.cl_weight = float(cl_weight)
+        self.image_weight = float(image_weight)
+        self.lora = bool(lora)
+        tcfg = text_config_of(llm)
+        hidden = int(tcfg.hidden_size)
+
+        # the decoder's config is taken before peft wraps the model (as the authors do)
+        dcfg = decoder_config(llm, decoder_layers, decoder_hidden_size, decoder_heads)
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            self.lora_targets = lora_target_modules(llm)
+            peft_cfg = LoraConfig(inference_mode=False, r=int(lora_r), lora_alpha=int(lora_alpha),
+                                  lora_dropout=float(lora_dropout), bias="none",
+                                  target_modules=self.lora_targets, modules_to_save=list(lora_modules_to_save))
+            self.llm = get_peft_model(llm, peft_cfg)
+        else:
+            self.lora_targets = []
+            for p in llm.parameters():
+                p.requires_grad_(False)
+            for p in list(llm.get_input_embeddings().parameters()) + list(llm.get_output_embeddings().parameters()):
+                p.requires_grad_(True)
+            self.llm = llm
+
+        if gradient_checkpointing:  # the authors' default (TrainingArguments.gradient_checkpointing=True)
+            self.base_lm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.base_lm().enable_input_require_grads()
+
+        self.adapter_l2c = nn.Sequential(
+            nn.Dropout(0.1), nn.Linear(hidden, adapter_hidden), nn.SiLU(),
+            nn.Dropout(0.1), nn.Linear(adapter_hidden, code_dim))
+        self.quantizer = TreeQuantizer(root_codes, leaf_codes, code_dim, beta, warmup_steps, levels=self.code_num)
+
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLTextModel
+
+        self.lm_decoder = Qwen2VLTextModel(dcfg)
+        self.lm_decoder.embed_tokens = None  # the decoder reads the LLM's (shared) embeddings
+        dh = int(dcfg.hidden_size)
+        self.adapter_c2l = nn.Linear(code_dim, dh)
+        self.text_down = nn.Identity() if dh == hidden else nn.Linear(hidden, dh)
+        self.text_up = nn.Identity() if dh == hidden else nn.Linear(dh, hidden)
+        for m in (self.adapter_l2c, self.adapter_c2l, self.lm_decoder, self.text_down, self.text_up):
+            m.apply(_init_weights)
+
+    # -- shared modules of the LLM (not registered twice: one copy in the state dict) ---------
+    def base_lm(self) -> nn.Module:
+        """The Qwen2VLForConditionalGeneration (peft's wrapped base model on the LoRA path)."""
+        return self.llm.get_base_model() if self.lora else self.llm
+
+    def word_embeddings(self) -> nn.Module:
+        return self.base_lm().get_input_embeddings()
+
+    def lm_head(self) -> nn.Module:
+        return self.base_lm().lm_head
+
+    # -- switches --------------------------------------------------------------------------
+    def start_adaptation(self) -> None:
+        """`finetune.sh`: E frozen (`--fix_codebook True`), W and the rest trainable, no warm-up."""
+        self.quantizer.freeze_code_embs()
+        self.quantizer.warmup_steps = -1
+
+    # -- pieces ----------------------------------------------------------------------------
+    @staticmethod
+    def check_no_images(batch: dict) -> None:
+        if any(batch.get(k) is not None for k in IMAGE_KEYS):
+            raise UserError(NO_IMAGE_BRANCH)
+
+    def code_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    code_token_indices: torch.Tensor) -> torch.Tensor:
+        """`encode_item` + `adapter_l2c`: h [B, code_num, code_dim]."""
+        inner = self.base_lm().model  # Qwen2VLModel (vision tower + language model), no LM head
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        hid = out.last_hidden_state
+        b, _, d = hid.shape
+        idx = code_token_indices.long().view(b, -1, 1).expand(b, code_token_indices.shape[1], d)
+        states = torch.gather(hid, 1, idx)
+        w = self.adapter_l2c[1].weight
+        return self.adapter_l2c(states.to(w.dtype))
+
+    def text_loss(self, codes_q: torch.Tensor, text_input: torch.Tensor, text_labels: torch.Tensor,
+                  text_mask: torch.Tensor) -> torch.Tensor:
+        """`decode_item`'s text part: masked-token CE of the text decoded from quantised codes."""
+        b, n = codes_q.shape[:2]
+        c = self.adapter_c2l(codes_q)
+        emb = self.text_down(self.word_embeddings()(text_input))
+        x = torch.cat([c, emb.to(c.dtype)], dim=1)
+        keep = torch.cat([text_mask.new_ones(b, n, dtype=torch.bool), text_mask.bool()], dim=1)
+        add = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
+        add = add.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]  # [B, 1, 1, S]
+        masks = {"full_attention": add, "sliding_attention": add}  # prepared: no causal mask is built
+        hid = self.lm_decoder(inputs_embeds=x, attention_mask=masks, use_cache=False).last_hidden_state
+        hid = self.text_up(hid[:, n:])
+        labelled = text_labels != -100
+        if not bool(labelled.any()):
+            return hid.sum() * 0.0
+        logits = self.lm_head()(hid[labelled])
+        return F.cross_entropy(logits.float(), text_labels[labelled])
+
+    def image_loss(self, codes_q: torch.Tensor, batch: dict, positive: bool = False) -> torch.Tensor:
+        """The authors' VAE-latent diffusion loss is not built here (see the module docstring)."""
+        return codes_q.new_zeros(())
+
+    # -- public ----------------------------------------------------------------------------
+    def losses(self, batch: dict) -> dict:
+        self.check_no_images(batch)
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"UTGRec MLLM batch lacks {missing}")
+        h = self.code_states(batch["input_ids"], batch["attention_mask"], batch["code_token_indices"])
+        zero = h.new_zeros(())
+        l_cl = zero
+        if self.cl_weight > 0:
+            h_pos = self.code_states(batch["pos_input_ids"], batch["pos_attention_mask"],
+                                     batch["pos_code_token_indices"])
+            l_cl = code_info_nce(h, h_pos, self.tau)
+        warm = self.quantizer.in_warmup()
+        q, l_vq, _ = self.quantizer(h, bypass=warm)
+        l_text = self.text_loss(q, batch["text_input"], batch["text_labels"], batch["text_mask"])
+        l_img = self.image_loss(q, batch)
+        l_text_pos, l_img_pos = zero, zero
+        if self.text_pos_weight > 0:
+            l_text_pos = self.text_loss(q, batch["pos_text_input"], batch["pos_text_labels"], batch["pos_text_mask"])
+            l_img_pos = self.image_loss(q, batch, positive=True)
+        total = (l_text + self.image_weight * l_img
+                 + self.text_pos_weight * (l_text_pos + self.image_weight * l_img_pos)
+                 + self.vq_weight * l_vq + self.cl_weight * l_cl)
+        return {"loss": total, "text": l_text, "text_pos": l_text_pos, "image": l_img,
+                "image_pos": l_img_pos, "vq": l_vq, "cl": l_cl, "warmup": torch.tensor(float(warm))}
+
+    @torch.no_grad()
+    def encode(self, batch: dict) -> dict:
+        """Eval-mode codes [B, L], h, and the leaf distances of the last difference (collisions)."""
+        self.check_no_images(batch)
+        was = self.training
+        self.eval()
+        try:
+            h = self.code_states(batch["input_ids"], batch["attention_mask"], batch["code_token_indices"])
+            _, _, codes = self.quantizer(h, bypass=False)
+            return {"codes": codes, "h": h, "leaf_distances": self.quantizer.leaf_distances(h)}
+        finally:
+            self.train(was)
+
+    def codes(self, batch: dict) -> torch.Tensor:
+        return self.encode(batch)["codes"]
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def cut_text(tokenizer: Any, text: str, max_len: int = MAX_TEXT_LEN) -> str:
+    """`Collator.cut_text`: encode without special tokens, keep `max_len` tokens, decode."""
+    ids = tokenizer.encode(text, add_special_tokens=False, max_length=int(max_len), truncation=True)
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def prompt_text(tokenizer: Any, text: str, code_num: int = 3, max_len: int = MAX_TEXT_LEN,
+                image: bool = False) -> str:
+    """The encoder input as text: the (no-)image prompt as one user message through the chat template
+    (generation prompt on), then the code tokens. `image=True` needs the processor's image
+    placeholders and the image branch, neither built here."""
+    if image:
+        raise UserError(NO_IMAGE_BRANCH)
+    body = NOPIC_PROMPT.format(n=int(code_num)).format(cut_text(tokenizer, text, max_len))
+    messages = [{"role": "user", "content": [{"type": "text", "text": body}]}]
+    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return chat + "".join(code_token_names(code_num))
+
+
+def masking_vocab(tokenizer: Any, code_token_ids: Sequence[int], word_boundary: str = "token"):
+    """(continuation [V] bool, special ids, random candidates) for `whole_word_mask`.
+
+    The authors run `DataCollatorForWholeWordMask` on Qwen's byte-level BPE tokens, whose words are
+    "a token plus the following '##' pieces": no Qwen token starts with "##", so every token is its
+    own word (`word_boundary="token"`, the default). `"space"` groups a "Ġ"-initial token with the
+    pieces that follow it (a real whole-word mask; not what the authors run). Special ids: the
+    tokenizer's special tokens, pad, eos, `<mask>` and the code tokens (`Collator.special_token_ids`);
+    random candidates: every other id of `len(tokenizer)`."""
+    n = len(tokenizer)
+    special = set(int(i) for i in tokenizer.all_special_ids)
+    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(MASK_TOKEN)):
+        if t is not None:
+            special.add(int(t))
+    special |= {int(i) for i in code_token_ids}
+    if word_boundary == "token":
+        cont = torch.zeros(n, dtype=torch.bool)
+    elif word_boundary == "space":
+        toks = tokenizer.convert_ids_to_tokens(list(range(n)))
+        cont = torch.tensor([bool(t) and not t.startswith("Ġ") for t in toks], dtype=torch.bool)
+    else:
+        raise UserError(f"word_boundary={word_boundary!r}; use token (the authors') or space")
+    cand = torch.tensor(sorted(set(range(n)) - special), dtype=torch.long)
+    return cont, sorted(special), cand
+
+
+class MLLMItemDataset(Dataset):
+    """One example per item for the MLLM path: the item and a co-occurrence positive (as
+    `UTGItemDataset`), each as prompt ids ending in the code tokens and a whole-word-masked decoder
+    text (`tokenizer.encode(text, max_length=1024, truncation=True)`, masking rate 1.0). `texts[i]` is
+    item i's sentence (row 0 unused). Draws are seeded by (seed, epoch, index) like the text path."""
+
+    def __init__(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], tokenizer: Any,
+                 code_token_ids: Sequence[int], items: str | Sequence[int] = "train", seed: int = 0,
+                 mlm_probability: float = 1.0, max_text_len: int = MAX_TEXT_LEN, word_boundary: str = "token"):
+        n_items = len(texts) - 1
+        if isinstance(items, str):
+            if items == "train":
+                items = training_items(sequences)
+            elif items == "all":
+                items = list(range(1, n_items + 1))
+            else:
+                raise UserError(f"items={items!r}; use items=train (the authors') or items=all")
+        self.items = [int(i) for i in items]
+        if any(not 1 <= i <= n_items for i in self.items):
+            raise UserError(f"item ids must lie in 1..{n_items} (the item texts)")
+        if not 0.0 < mlm_probability <= 1.0:
+            raise UserError(f"mlm_probability={mlm_probability} must lie in (0, 1]; the authors use 1.0")
+        self.texts, self.tok = list(texts), tokenizer
+        self.code_ids = [int(i) for i in code_token_ids]
+        self.seed, self.rate, self.max_len = int(seed), float(mlm_probability), int(max_text_len)
+        self.neighbours = cooccurrence_neighbours(sequences, n_items)
+        self.continuation, self.special, self.candidates = masking_vocab(tokenizer, self.code_ids, word_boundary)
+        self.mask_id = int(tokenizer.convert_tokens_to_ids(MASK_TOKEN))
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def encoded(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt ids ending in the code tokens, decoder text ids) of one item, cached."""
+        if item not in self._cache:
+            text = self.texts[item]
+            p = self.tok(prompt_text(self.tok, text, len(self.code_ids), self.max_len),
+                         add_special_tokens=False)["input_ids"]
+            if list(p[-len(self.code_ids):]) != self.code_ids:
+                raise UserError(f"item {item}: the prompt does not end in the code tokens; "
+                                "add them with rucai.utgrec.mllm.add_code_tokens first")
+            d = self.tok.encode(text, max_length=self.max_len, truncation=True)
+            self._cache[item] = (torch.tensor(p, dtype=torch.long), torch.tensor(d, dtype=torch.long))
+        return self._cache[item]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        idx, epoch = (key if isinstance(key, tuple) else (key, 0))
+        item = self.items[int(idx)]
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(epoch), int(idx)])
+                                              .generate_state(1, dtype=np.uint64)[0] >> 1))
+        nb = self.neighbours[item]
+        pos = nb[int(torch.randint(len(nb), (1,), generator=g))]
+        out: dict[str, Any] = {"item": item, "pos": pos}
+        for pre, it in (("", item), ("pos_", pos)):
+            ids, dec = self.encoded(it)
+            t, lab = whole_word_mask(dec, self.continuation, self.special, self.mask_id, self.candidates, g, self.rate)
+            out[f"{pre}input_ids"], out[f"{pre}text_input"], out[f"{pre}text_labels"] = ids, t, lab
+        return out
+
+
+def _pad(rows: list[torch.Tensor], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(len(r) for r in rows)
+    out = torch.full((len(rows), t), value, dtype=rows[0].dtype)
+    mask = torch.zeros(len(rows), t, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return out, mask
+
+
+def collate_mllm(batch: list[dict[str, Any]], pad_token_id: int, code_num: int = 3) -> dict[str, torch.Tensor]:
+    """Right-pad (the authors' padding side): `input_ids`/`attention_mask` (long) and
+    `code_token_indices` [B, code_num] (the last `code_num` real positions of each row, where the
+    code tokens are), the same for `pos_`; `text_input`/`text_labels` (-100 = none)/`text_mask`."""
+    out: dict[str, torch.Tensor] = {"item": torch.tensor([b["item"] for b in batch], dtype=torch.long)}
+    for p in ("", "pos_"):
+        ids, m = _pad([b[f"{p}input_ids"] for b in batch], int(pad_token_id))
+        lens = m.sum(1)
+        out[f"{p}input_ids"], out[f"{p}attention_mask"] = ids, m.long()
+        out[f"{p}code_token_indices"] = lens[:, None] - int(code_num) + torch.arange(int(code_num))[None, :]
+        out[f"{p}text_input"], out[f"{p}text_mask"] = _pad([b[f"{p}text_input"] for b in batch], int(pad_token_id))
+        out[f"{p}text_labels"], _ = _pad([b[f"{p}text_labels"] for b in batch], -100)
+    return {k: out[k] for k in BATCH_KEYS}
+
+
+def load_mllm(path: str, hardware: Any = None, *, dtype: Any = "auto", device: str | None = None,
+              code_num: int = 3) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(Qwen2-VL model, tokenizer with the code tokens added, token ids) through `rucai.runtime`;
+    bf16 on GPU (`dtype=auto`), embeddings resized to the tokenizer."""
+    from rucai.runtime import load_image_text_lm, load_tokenizer
+
+    llm = load_image_text_lm(path, hardware, dtype=dtype, device=device)
+    tok = load_tokenizer(path)
+    ids = add_code_tokens(tok, code_num)
+    resize_for_tokenizer(llm, tok)
+    return llm, tok, ids
+
+
+__all__ = ["MLLMUTGTokenizer", "MLLMItemDataset", "collate_mllm", "add_code_tokens", "resize_for_tokenizer",
+           "lora_target_modules", "decoder_config", "prompt_text", "cut_text", "masking_vocab", "load_mllm",
+           "IMAGE_PROMPT", "NOPIC_PROMPT", "MASK_TOKEN"]
