@@ -336,6 +336,18 @@ def training_items(sequences: Sequence[Sequence[int]]) -> list[int]:
 
 # ----------------------------------------------------------------------------------- dataset/collate
 
+def draw_example(key: int | tuple[int, int], items: Sequence[int], neighbours: Sequence[Sequence[int]],
+                 seed: int) -> tuple[int, int, torch.Generator]:
+    """(item, its co-occurrence positive, the generator for its masks) of example `key` = index or
+    (index, epoch): seeded by (seed, epoch, index), so any worker count or a resume draws the same."""
+    idx, epoch = (key if isinstance(key, tuple) else (key, 0))
+    item = items[int(idx)]
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, int(epoch), int(idx)])
+                                          .generate_state(1, dtype=np.uint64)[0] >> 1))
+    nb = neighbours[item]
+    return item, nb[int(torch.randint(len(nb), (1,), generator=g))], g
+
+
 class UTGItemDataset(Dataset):
     """One example per item: the item, a co-occurrence positive, both items' token states and
     whole-word-masked decoder texts. `ds[k]` takes an index or an (index, epoch) pair (what
@@ -371,12 +383,7 @@ class UTGItemDataset(Dataset):
                                self.candidates, g, self.rate)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        idx, epoch = (key if isinstance(key, tuple) else (key, 0))
-        item = self.items[int(idx)]
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(epoch), int(idx)])
-                                              .generate_state(1, dtype=np.uint64)[0] >> 1))
-        nb = self.neighbours[item]
-        pos = nb[int(torch.randint(len(nb), (1,), generator=g))]
+        item, pos, g = draw_example(key, self.items, self.neighbours, self.seed)
         text, labels = self._text(item, g)
         ptext, plabels = self._text(pos, g)
         return {"item": item, "pos": pos,

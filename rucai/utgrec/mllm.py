@@ -40,16 +40,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from rucai.errors import UserError
-from rucai.utgrec.data import cooccurrence_neighbours, training_items, whole_word_mask
+from rucai.utgrec.data import cooccurrence_neighbours, draw_example, training_items, whole_word_mask
 from rucai.utgrec.quantizer import TreeQuantizer
-from rucai.utgrec.tokenizer import _init_weights, code_info_nce
+from rucai.utgrec.tokenizer import UTGTokenizerBase, _init_weights
 
 MASK_TOKEN = "<mask>"
 # the authors' prompts (data.py `Collator.__init__`); `{}` takes the cut item text
@@ -119,8 +118,10 @@ def decoder_config(llm: nn.Module, layers: int = 1, hidden_size: int | None = No
     return cfg
 
 
-class MLLMUTGTokenizer(nn.Module):
+class MLLMUTGTokenizer(UTGTokenizerBase):
     """Qwen2-VL + LoRA code states, tree SimVQ, and a 1-layer Qwen2-VL masked-text decoder."""
+
+    batch_keys = BATCH_KEYS
 
     def __init__(
         self,
@@ -149,12 +150,7 @@ class MLLMUTGTokenizer(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.code_num = int(code_num)
-        self.tau = float(tau)
-        self.text_pos_weight = float(text_pos_weight)
-        self.vq_weight = float(vq_weight)
-        self.cl_weight = float(cl_weight)
-        self.image_weight = float(image_weight)
+        self._loss_weights(code_num, tau, text_pos_weight, vq_weight, cl_weight, image_weight)
         self.lora = bool(lora)
         tcfg = text_config_of(llm)
         hidden = int(tcfg.hidden_size)
@@ -208,17 +204,17 @@ class MLLMUTGTokenizer(nn.Module):
     def lm_head(self) -> nn.Module:
         return self.base_lm().lm_head
 
-    # -- switches --------------------------------------------------------------------------
-    def start_adaptation(self) -> None:
-        """`finetune.sh`: E frozen (`--fix_codebook True`), W and the rest trainable, no warm-up."""
-        self.quantizer.freeze_code_embs()
-        self.quantizer.warmup_steps = -1
-
     # -- pieces ----------------------------------------------------------------------------
-    @staticmethod
-    def check_no_images(batch: dict) -> None:
+    def check_batch(self, batch: dict) -> None:
         if any(batch.get(k) is not None for k in IMAGE_KEYS):
             raise UserError(NO_IMAGE_BRANCH)
+        super().check_batch(batch)
+
+    def item_states(self, batch: dict, prefix: str = "") -> torch.Tensor:
+        if any(batch.get(k) is not None for k in IMAGE_KEYS):
+            raise UserError(NO_IMAGE_BRANCH)
+        return self.code_states(batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"],
+                                batch[f"{prefix}code_token_indices"])
 
     def code_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     code_token_indices: torch.Tensor) -> torch.Tensor:
@@ -250,53 +246,6 @@ class MLLMUTGTokenizer(nn.Module):
             return hid.sum() * 0.0
         logits = self.lm_head()(hid[labelled])
         return F.cross_entropy(logits.float(), text_labels[labelled])
-
-    def image_loss(self, codes_q: torch.Tensor, batch: dict, positive: bool = False) -> torch.Tensor:
-        """The authors' VAE-latent diffusion loss is not built here (see the module docstring)."""
-        return codes_q.new_zeros(())
-
-    # -- public ----------------------------------------------------------------------------
-    def losses(self, batch: dict) -> dict:
-        self.check_no_images(batch)
-        missing = [k for k in BATCH_KEYS if k not in batch]
-        if missing:
-            raise KeyError(f"UTGRec MLLM batch lacks {missing}")
-        h = self.code_states(batch["input_ids"], batch["attention_mask"], batch["code_token_indices"])
-        zero = h.new_zeros(())
-        l_cl = zero
-        if self.cl_weight > 0:
-            h_pos = self.code_states(batch["pos_input_ids"], batch["pos_attention_mask"],
-                                     batch["pos_code_token_indices"])
-            l_cl = code_info_nce(h, h_pos, self.tau)
-        warm = self.quantizer.in_warmup()
-        q, l_vq, _ = self.quantizer(h, bypass=warm)
-        l_text = self.text_loss(q, batch["text_input"], batch["text_labels"], batch["text_mask"])
-        l_img = self.image_loss(q, batch)
-        l_text_pos, l_img_pos = zero, zero
-        if self.text_pos_weight > 0:
-            l_text_pos = self.text_loss(q, batch["pos_text_input"], batch["pos_text_labels"], batch["pos_text_mask"])
-            l_img_pos = self.image_loss(q, batch, positive=True)
-        total = (l_text + self.image_weight * l_img
-                 + self.text_pos_weight * (l_text_pos + self.image_weight * l_img_pos)
-                 + self.vq_weight * l_vq + self.cl_weight * l_cl)
-        return {"loss": total, "text": l_text, "text_pos": l_text_pos, "image": l_img,
-                "image_pos": l_img_pos, "vq": l_vq, "cl": l_cl, "warmup": torch.tensor(float(warm))}
-
-    @torch.no_grad()
-    def encode(self, batch: dict) -> dict:
-        """Eval-mode codes [B, L], h, and the leaf distances of the last difference (collisions)."""
-        self.check_no_images(batch)
-        was = self.training
-        self.eval()
-        try:
-            h = self.code_states(batch["input_ids"], batch["attention_mask"], batch["code_token_indices"])
-            _, _, codes = self.quantizer(h, bypass=False)
-            return {"codes": codes, "h": h, "leaf_distances": self.quantizer.leaf_distances(h)}
-        finally:
-            self.train(was)
-
-    def codes(self, batch: dict) -> torch.Tensor:
-        return self.encode(batch)["codes"]
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -393,12 +342,7 @@ class MLLMItemDataset(Dataset):
         return self._cache[item]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        idx, epoch = (key if isinstance(key, tuple) else (key, 0))
-        item = self.items[int(idx)]
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(epoch), int(idx)])
-                                              .generate_state(1, dtype=np.uint64)[0] >> 1))
-        nb = self.neighbours[item]
-        pos = nb[int(torch.randint(len(nb), (1,), generator=g))]
+        item, pos, g = draw_example(key, self.items, self.neighbours, self.seed)
         out: dict[str, Any] = {"item": item, "pos": pos}
         for pre, it in (("", item), ("pos_", pos)):
             ids, dec = self.encoded(it)

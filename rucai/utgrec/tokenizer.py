@@ -60,8 +60,85 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
 
 
-class TextUTGTokenizer(nn.Module):
+class UTGTokenizerBase(nn.Module):
+    """What both tokenizer paths share: the loss weights, the losses' assembly, code generation and
+    the adaptation switch. A path supplies `item_states(batch, prefix)` (the pre-quantisation code
+    states of the anchor, prefix "", or of the positive, "pos_"), `text_loss`, `quantizer`,
+    `batch_keys`, and may refuse a batch in `check_batch`."""
+
+    batch_keys: tuple[str, ...] = ()
+
+    def _loss_weights(self, code_num: int, tau: float, text_pos_weight: float, vq_weight: float,
+                      cl_weight: float, image_weight: float) -> None:
+        self.code_num = int(code_num)
+        self.tau = float(tau)
+        self.text_pos_weight = float(text_pos_weight)
+        self.vq_weight = float(vq_weight)
+        self.cl_weight = float(cl_weight)
+        self.image_weight = float(image_weight)
+
+    def start_adaptation(self) -> None:
+        """The authors' adaptation (finetune.sh): E frozen (`--fix_codebook True`), W and every
+        other module trainable, no warm-up (`vq_warmup_steps = -1` when a checkpoint is loaded)."""
+        self.quantizer.freeze_code_embs()
+        self.quantizer.warmup_steps = -1
+
+    def check_batch(self, batch: dict) -> None:
+        missing = [k for k in self.batch_keys if k not in batch]
+        if missing:
+            raise KeyError(f"UTGRec batch lacks {missing}")
+
+    def item_states(self, batch: dict, prefix: str = "") -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_loss(self, codes_q: torch.Tensor, batch: dict, positive: bool = False) -> torch.Tensor:
+        """Hook for the image decoder's diffusion loss; no image branch is built (0)."""
+        return codes_q.new_zeros(())
+
+    def losses(self, batch: dict) -> dict:
+        """total = (L_text + w_img L_img) + w_pos (L_text,pos + w_img L_img,pos) + w_vq L_vq + w_cl L_cl."""
+        self.check_batch(batch)
+        h = self.item_states(batch)
+        zero = h.new_zeros(())
+        l_cl = zero
+        if self.cl_weight > 0:
+            l_cl = code_info_nce(h, self.item_states(batch, "pos_"), self.tau)
+        warm = self.quantizer.in_warmup()
+        q, l_vq, _ = self.quantizer(h, bypass=warm)
+        l_text = self.text_loss(q, batch["text_input"], batch["text_labels"], batch["text_mask"])
+        l_img = self.image_loss(q, batch)
+        l_text_pos, l_img_pos = zero, zero
+        if self.text_pos_weight > 0:  # the ANCHOR's codes reconstruct the positive's text (and image)
+            l_text_pos = self.text_loss(q, batch["pos_text_input"], batch["pos_text_labels"], batch["pos_text_mask"])
+            l_img_pos = self.image_loss(q, batch, positive=True)
+        total = (l_text + self.image_weight * l_img
+                 + self.text_pos_weight * (l_text_pos + self.image_weight * l_img_pos)
+                 + self.vq_weight * l_vq + self.cl_weight * l_cl)
+        return {"loss": total, "text": l_text, "text_pos": l_text_pos, "image": l_img,
+                "image_pos": l_img_pos, "vq": l_vq, "cl": l_cl, "warmup": torch.tensor(float(warm))}
+
+    @torch.no_grad()
+    def encode(self, batch: dict) -> dict:
+        """Eval-mode codes [B, L] (level-local), h, and the last difference's distances to the leaf
+        entries [B, leaf_codes] (input of `collisions.resolve_collisions`); no warm-up bypass."""
+        was = self.training
+        self.eval()
+        try:
+            h = self.item_states(batch)
+            _, _, codes = self.quantizer(h, bypass=False)
+            return {"codes": codes, "h": h, "leaf_distances": self.quantizer.leaf_distances(h)}
+        finally:
+            self.train(was)
+
+    def codes(self, batch: dict) -> torch.Tensor:
+        """LongTensor [B, L] of level-local codes (no warm-up bypass, dropout off)."""
+        return self.encode(batch)["codes"]
+
+
+class TextUTGTokenizer(UTGTokenizerBase):
     """Three code states from frozen token states, tree SimVQ, and a masked-text decoder."""
+
+    batch_keys = BATCH_KEYS
 
     def __init__(
         self,
@@ -91,12 +168,7 @@ class TextUTGTokenizer(nn.Module):
         super().__init__()
         if word_embeddings.dim() != 2:
             raise ValueError("word_embeddings must be a [vocab, dim] matrix")
-        self.code_num = int(code_num)
-        self.tau = float(tau)
-        self.text_pos_weight = float(text_pos_weight)
-        self.vq_weight = float(vq_weight)
-        self.cl_weight = float(cl_weight)
-        self.image_weight = float(image_weight)
+        self._loss_weights(code_num, tau, text_pos_weight, vq_weight, cl_weight, image_weight)
         dec_dim = word_embeddings.shape[1]
 
         # encoder head (stands in for Qwen2-VL + LoRA and the three code tokens)
@@ -130,12 +202,6 @@ class TextUTGTokenizer(nn.Module):
         nn.init.normal_(self.code_queries, std=0.02)
 
     # -- switches --------------------------------------------------------------------------
-    def start_adaptation(self) -> None:
-        """The authors' adaptation (finetune.sh): E frozen (`--fix_codebook True`), W and every
-        other module trainable, no warm-up (`vq_warmup_steps = -1` when a checkpoint is loaded)."""
-        self.quantizer.freeze_code_embs()
-        self.quantizer.warmup_steps = -1
-
     # -- pieces ----------------------------------------------------------------------------
     def code_states(self, states: torch.Tensor, state_mask: torch.Tensor) -> torch.Tensor:
         """Pre-quantisation code states h [B, L, code_dim]."""
@@ -146,6 +212,9 @@ class TextUTGTokenizer(nn.Module):
                          ~state_mask.bool()], dim=1)
         out = self.head(torch.cat([q, x], dim=1), src_key_padding_mask=pad)
         return self.adapter_l2c(out[:, : self.code_num])
+
+    def item_states(self, batch: dict, prefix: str = "") -> torch.Tensor:
+        return self.code_states(batch[f"{prefix}states"], batch[f"{prefix}state_mask"])
 
     def text_loss(self, codes_q: torch.Tensor, text_input: torch.Tensor,
                   text_labels: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
@@ -165,51 +234,3 @@ class TextUTGTokenizer(nn.Module):
             return hid.sum() * 0.0
         logits = hid[labelled] @ self.word_embeddings.t()
         return F.cross_entropy(logits, text_labels[labelled])
-
-    def image_loss(self, codes_q: torch.Tensor, batch: dict, positive: bool = False) -> torch.Tensor:
-        """Hook for the image decoder's diffusion loss (MLLM path); no image branch here."""
-        return codes_q.new_zeros(())
-
-    # -- public ----------------------------------------------------------------------------
-    def losses(self, batch: dict) -> dict:
-        missing = [k for k in BATCH_KEYS if k not in batch]
-        if missing:
-            raise KeyError(f"UTGRec batch lacks {missing}")
-        h = self.code_states(batch["states"], batch["state_mask"])
-        zero = h.new_zeros(())
-        l_cl = zero
-        if self.cl_weight > 0:
-            h_pos = self.code_states(batch["pos_states"], batch["pos_state_mask"])
-            l_cl = code_info_nce(h, h_pos, self.tau)
-        warm = self.quantizer.in_warmup()
-        q, l_vq, codes = self.quantizer(h, bypass=warm)
-        l_text = self.text_loss(q, batch["text_input"], batch["text_labels"], batch["text_mask"])
-        l_img = self.image_loss(q, batch)
-        l_text_pos, l_img_pos = zero, zero
-        if self.text_pos_weight > 0:
-            l_text_pos = self.text_loss(q, batch["pos_text_input"], batch["pos_text_labels"],
-                                        batch["pos_text_mask"])
-            l_img_pos = self.image_loss(q, batch, positive=True)
-        total = (l_text + self.image_weight * l_img
-                 + self.text_pos_weight * (l_text_pos + self.image_weight * l_img_pos)
-                 + self.vq_weight * l_vq + self.cl_weight * l_cl)
-        return {"loss": total, "text": l_text, "text_pos": l_text_pos, "image": l_img,
-                "image_pos": l_img_pos, "vq": l_vq, "cl": l_cl,
-                "warmup": torch.tensor(float(warm))}
-
-    @torch.no_grad()
-    def encode(self, batch: dict) -> dict:
-        """Eval-mode codes [B, L] (level-local), h, and the last difference's distances to
-        the leaf entries [B, leaf_codes] (input of `collisions.resolve_collisions`)."""
-        was = self.training
-        self.eval()
-        try:
-            h = self.code_states(batch["states"], batch["state_mask"])
-            _, _, codes = self.quantizer(h, bypass=False)
-            return {"codes": codes, "h": h, "leaf_distances": self.quantizer.leaf_distances(h)}
-        finally:
-            self.train(was)
-
-    def codes(self, batch: dict) -> torch.Tensor:
-        """LongTensor [B, L] of level-local codes (no warm-up bypass, dropout off)."""
-        return self.encode(batch)["codes"]
