@@ -42,4 +42,9 @@ timeout 90 python3 -m rucai.models.tiger --bench --device cuda --beams 20 50 --n
 if [ -f experiments/easyep/gpu_check.py ]; then
   timeout 200 python3 experiments/easyep/gpu_check.py 2>&1 | tee "$OUT/easyep.txt" | tail -15
 fi
+# 4. CoCoRec at the paper's Instruments settings on random data (bf16, 24,000 negatives)
+timeout 150 python3 experiments/cocorec/gpu_check.py 2>&1 | tee "$OUT/cocorec.txt" | tail -2
+
+# 5. UTGRec's Qwen2-VL + LoRA tokenizer path, tiny random weights, through DeepSpeed ZeRO-2
+timeout 200 python3 experiments/utgrec/gpu_check.py --strategy deepspeed_stage_2 2>&1 | tee "$OUT/utgrec.txt" | tail -2
 echo done
