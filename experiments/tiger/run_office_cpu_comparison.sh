@@ -15,8 +15,12 @@ $PY run.py experiment=mtgrec/office_cpu task=mtgrec.tokenizers hydra.run.dir=$OU
 TOK=$OUT/tokenizers/tokenizers
 LAST=$(ls $TOK/tok_*.json | sort | tail -n 1)
 for s in 0 1 2; do
+  # no wall-clock cap: on a loaded machine the experiment's 1.5 h cap could end a run before early
+  # stopping does (seed 0 early-stopped at epoch 44, inside the cap)
+  [ -f $OUT/tiger/seed$s/metrics.json ] && grep -q '"status": "completed"' $OUT/tiger/seed$s/metrics.json || \
   $PY run.py experiment=tiger/office_cpu item_tokenizer=file item_tokenizer.path=$LAST seed=$s \
-      hydra.run.dir=$OUT/tiger/seed$s $common > $OUT/tiger_seed$s.log 2>&1 &
+      hydra.run.dir=$OUT/tiger/seed$s $common trainer.max_time=null > $OUT/tiger_seed$s.log 2>&1 &
+  [ -f $OUT/mtgrec/seed$s/metrics.json ] && grep -q '"status": "completed"' $OUT/mtgrec/seed$s/metrics.json || \
   $PY run.py experiment=mtgrec/office_cpu method.tokenizers.dir=$TOK seed=$s \
       hydra.run.dir=$OUT/mtgrec/seed$s $common > $OUT/mtgrec_seed$s.log 2>&1 &
   wait
