@@ -211,3 +211,15 @@ def test_item_ids_are_stable_across_processes(tmp_path):
                            cwd=str(tmp_path), check=True)
         outs.append(r.stdout)
     assert outs[0] == outs[1] and outs[0].strip()
+
+
+def test_codes_task_reports_code_usage(tmp_path, smoke_data_dir):
+    from tests.conftest import run_cli
+
+    r = run_cli("experiment=cocorec/office_cpu", "debug=smoke", "task=cocorec.codes", f"paths.data_dir={smoke_data_dir}",
+                run_dir=tmp_path / "run", env={"RUCAI_DATA_DIR": str(smoke_data_dir)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = r.metrics()
+    assert m["codes_per_item"] == 12 and m["code_vocab"] == 12 * 16 + 1  # 3 views x 4 codes of 16 (smoke bits=4)
+    assert m["distinct_tuples"] + m["items_sharing_a_tuple"] == m["items"]
+    assert 1 <= m["mean_codes_used_per_level"] <= 16
