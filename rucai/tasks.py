@@ -19,11 +19,12 @@ from rucai.registry import task
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig, item_features: Any = None):
+def build(cfg: DictConfig, item_features: Any = None, model_init: Any = None):
     """(datamodule, model, trainer) from the composed config, through the runtime.
 
     `item_features(data) -> dict`: extra model arguments computed from the loaded data (a paper's
-    item-side inputs, e.g. CoCoRec's code tokens and text vectors, `rucai.cocorec.tasks`)."""
+    item-side inputs, e.g. CoCoRec's code tokens and text vectors, `rucai.cocorec.tasks`);
+    `model_init(model)`: run on the new model before training (initial weights)."""
     from hydra.utils import instantiate
 
     from rucai import runtime
@@ -44,6 +45,8 @@ def build(cfg: DictConfig, item_features: Any = None):
     if item_features is not None:
         extra |= item_features(dm.data)
     model = instantiate(cfg.model, _convert_="all", **extra)
+    if model_init is not None:  # e.g. weights pre-trained elsewhere (UTGRec's source-domain recommender)
+        model_init(model)
     return dm, model, runtime.trainer(cfg)
 
 
@@ -91,13 +94,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return fit_and_test(cfg)
 
 
-def fit_and_test(cfg: DictConfig, item_features: Any = None) -> dict[str, Any]:
+def fit_and_test(cfg: DictConfig, item_features: Any = None, model_init: Any = None) -> dict[str, Any]:
     """The `train` task's body (fit with resume, re-validate, test the best checkpoint); papers whose
     models need item-side inputs call it with `item_features` (see `build`)."""
     from rucai import runtime
 
     output_dir = Path(cfg.paths.output_dir)
-    dm, model, trainer = build(cfg, item_features)
+    dm, model, trainer = build(cfg, item_features, model_init)
     probe = runtime.probe(trainer)
     ckpt = runtime.resume_checkpoint(cfg, output_dir / "checkpoints")
     metrics: dict[str, Any] = {}

@@ -88,6 +88,12 @@ def test_pipeline_codes_are_unique_and_stages_are_reused(tmp_path, smoke_data_di
     ad = json.loads((run / "adapt" / "done.json").read_text())["result"]
     assert ad["init"] == pre["tokenizer"]  # adaptation starts from the pre-trained tokenizer
     before = (run / "adapt" / "tokenizer.pt").stat().st_mtime
+    r = run_cli(*common, run_dir=run, env={"RUCAI_DATA_DIR": str(smoke_data_dir)})  # the whole pipeline
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.metrics()["recommender_pretrained"] is True and r.metrics()["status"] == "completed"
+    rp = json.loads((run / "rec_pretrain" / "done.json").read_text())["result"]
+    src = json.loads((run / "rec_pretrain" / "codes.json").read_text())
+    assert rp["source_items"] == len(src) and len({tuple(v) for v in src.values()}) == len(src)
     r = run_cli(*common, "task=utgrec.codes", run_dir=run, env={"RUCAI_DATA_DIR": str(smoke_data_dir)})
     assert r.returncode == 0 and (run / "adapt" / "tokenizer.pt").stat().st_mtime == before  # reused
 

@@ -2,8 +2,8 @@
 # The UTGRec tokenizer comparison on all 4,905 Office users (issue 16): one recommender
 # (experiment=tiger/office_cpu's T5) on (ii) UTGRec codes without pre-training, (iii) UTGRec codes
 # pre-trained on ml-100k then adapted, (iv) random codes in UTGRec's layout, 3 seeds each; row (i),
-# TIGER's RQ-VAE codes, is experiments/tiger/results/office_cpu_comparison/tiger. Each tokenizer is
-# trained once (seed 0) and shared by the three recommender seeds. Every run resumes (ckpt_path=last,
+# TIGER's RQ-VAE codes, is experiments/tiger/results/office_cpu_comparison/tiger. Each tokenizer (and
+# row iii's source-pre-trained recommender) is trained once (seed 0) and shared by the three seeds. Every run resumes (ckpt_path=last,
 # finished stages reused; a completed run is skipped), so rerunning continues where it stopped.
 #   RUCAI_DATA_DIR=../shared/data bash experiments/utgrec/run_office_cpu.sh [OUT]
 set -euo pipefail
@@ -16,11 +16,15 @@ for tok in office_cpu office_cpu_no_pretrain; do
   $PY run.py experiment=utgrec/$tok task=utgrec.codes seed=0 hydra.run.dir=$OUT/tokenizer_$tok $common \
       > $OUT/tokenizer_$tok.log 2>&1
 done
+# the recommender pre-trained on ml-100k's code sequences, once, shared by the seeds of row (iii)
+$PY run.py experiment=utgrec/office_cpu task=utgrec.rec_pretrain seed=0 hydra.run.dir=$OUT/tokenizer_office_cpu \
+    $common > $OUT/rec_pretrain.log 2>&1
 for s in 0 1 2; do
   for v in office_cpu office_cpu_no_pretrain; do
     T=$OUT/tokenizer_$v
     done_run $OUT/$v/seed$s || $PY run.py experiment=utgrec/$v seed=$s hydra.run.dir=$OUT/$v/seed$s $common \
-        method.pretrain.dir=$T/pretrain method.adapt.dir=$T/adapt method.codes_dir=$T/codes > $OUT/${v}_seed$s.log 2>&1
+        method.pretrain.dir=$T/pretrain method.adapt.dir=$T/adapt method.codes_dir=$T/codes \
+        method.rec_pretrain.dir=$T/rec_pretrain > $OUT/${v}_seed$s.log 2>&1
   done
   done_run $OUT/office_cpu_random/seed$s || $PY run.py experiment=utgrec/office_cpu_random seed=$s \
       hydra.run.dir=$OUT/office_cpu_random/seed$s $common > $OUT/office_cpu_random_seed$s.log 2>&1

@@ -65,3 +65,7 @@ class UTGRecSettings:
     pretrain: StageSettings = field(default_factory=StageSettings)  # pretrain.sh: 3 epochs, lr 3e-4
     adapt: StageSettings = field(default_factory=lambda: StageSettings(epochs=40, lr=1e-4))  # finetune.sh
     codes_dir: Any = None  # null: <run dir>/codes
+    # the recommender pre-trained on the source domains' code sequences (epochs 0: off); its lr
+    # replaces model.lr there; the authors release no recommender (MTGRec's pre-training is 200 epochs)
+    rec_pretrain: StageSettings = field(default_factory=lambda: StageSettings(epochs=10, lr=1e-3, weight_decay=0.0,
+                                                                              warmup_ratio=0.0, gradient_clip=1.0))

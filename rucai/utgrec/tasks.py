@@ -1,8 +1,9 @@
 """UTGRec tasks: `utgrec.pretrain` (the tokenizer on the source domain(s), `method.source`) ->
 `utgrec.adapt` (on the target, `data`; E frozen when a pre-trained tokenizer exists, else trained
 from scratch) -> `utgrec.codes` (codes for every target item, collisions resolved, `codes.json`) ->
-`utgrec.pipeline` (all of them, then the recommender of `model` on those codes through the core
-train body, `item_tokenizer=file`). Each tokenizer stage is a `rucai.runtime.stages.Stage`: its own
+`utgrec.rec_pretrain` (the recommender `model` pre-trained on the source domains' sequences, their
+items coded by the pre-trained tokenizer) -> `utgrec.pipeline` (all of them, then the recommender on
+the target codes, initialised from `rec_pretrain`, through the core train body, `item_tokenizer=file`). Each tokenizer stage is a `rucai.runtime.stages.Stage`: its own
 folder, `done.json`, `checkpoints/last.ckpt` every epoch (`ckpt_path=last` resumes it, the
 quantiser's warm-up counter included); a finished stage is reused."""
 
@@ -194,43 +195,98 @@ def adapt(cfg: DictConfig) -> dict[str, Any]:
     return _fit(cfg, "adapt", cfg.data, m.target_fields, init)
 
 
+def _write_codes(cfg: DictConfig, out_dir: Path, tok_path: Path, data_conf: Any, fields: Any) -> dict[str, Any]:
+    """Codes of every item of `data_conf` from the tokenizer at `tok_path`, collisions resolved
+    (next-nearest leaf entries, then a random tail); `<out_dir>/codes.json` = {item: [c1, c2, c3]}."""
+    import numpy as np
+    import torch
+
+    from rucai.utgrec.collisions import collision_rate, resolve_collisions
+    from rucai.utils.io import atomic_write_json
+
+    m = _settings(cfg)
+    dm = _data(cfg, data_conf, fields, items="all")
+    module = _module(cfg, dm, m.adapt)
+    module.tok.load_state_dict(torch.load(tok_path, map_location="cpu", weights_only=True))
+    n = dm.num_items
+    codes = np.zeros((n + 1, module.tok.code_num), dtype=np.int64)
+    dist = np.zeros((n + 1, m.tokenizer.leaf_codes), dtype=np.float32)
+    dev = torch.device("cuda" if m.tokenizer.backbone == "mllm" and torch.cuda.is_available() else "cpu")
+    module.to(dev)
+    for batch in dm.val_dataloader():
+        enc = module.tok.encode({k: v.to(dev) for k, v in batch.items()})
+        items = batch["item"].numpy()
+        codes[items] = enc["codes"].cpu().numpy()
+        dist[items] = enc["leaf_distances"].float().cpu().numpy()
+    before = collision_rate(codes[1:])
+    fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed))
+    atomic_write_json(out_dir / "codes.json", {str(i + 1): [int(c) for c in row] for i, row in enumerate(fixed)})
+    used = [len(set(fixed[:, lv].tolist())) for lv in range(fixed.shape[1])]
+    return {"codes": str(out_dir / "codes.json"), "items": n, "collision_rate_before": before,
+            "collision_rate_after": collision_rate(fixed), "codes_used_per_level": used,
+            "changed_by_resolution": int((fixed != codes[1:]).any(1).sum())}
+
+
 @task("utgrec.codes")
 def codes(cfg: DictConfig) -> dict[str, Any]:
-    """Codes for every target item from the adapted tokenizer; collisions resolved (next-nearest
-    leaf entries, then a random tail). `codes.json` = {item: [c1, c2, c3]} (level-local codes)."""
+    """Codes for every target item from the adapted tokenizer (`codes/codes.json`)."""
     tok_path = Path(adapt(cfg)["tokenizer"])
+    m = _settings(cfg)
+    return _stage(cfg, "codes").run(lambda st: _write_codes(cfg, st.dir, tok_path, cfg.data, m.target_fields))
+
+
+def _given_sequences(data: Any, **kw: Any):
+    """A SeqRecDataModule over an already loaded SequenceData (the merged source domains)."""
+    from rucai.data.sequential import SeqRecDataModule
+
+    class GivenSequences(SeqRecDataModule):
+        def load(self):
+            return data
+
+    return GivenSequences(**kw)
+
+
+@task("utgrec.rec_pretrain")
+def rec_pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """The recommender pre-trained on the source domains' code sequences (the paper's protocol): codes
+    of every source item from the PRE-TRAINED tokenizer, then `model` (the T5) trained on the source
+    users' sequences; its weights (`t5.pt`) initialise the target recommender. The token layout is
+    the same in every domain, so the whole T5 transfers."""
+    m = _settings(cfg)
+    if m.source is None:
+        raise UserError("method.source is null: no source sequences to pre-train the recommender on")
+    tok_path = Path(pretrain(cfg)["tokenizer"])
 
     def work(st) -> dict[str, Any]:
-        import numpy as np
+        import time
+
         import torch
+        from hydra.utils import instantiate
 
-        from rucai.utgrec.collisions import collision_rate, resolve_collisions
-        from rucai.utils.io import atomic_write_json
+        from rucai import runtime
+        from rucai.rec.tokenization import CodesFile
+        from rucai.utils.io import atomic_writer
 
-        m = _settings(cfg)
-        dm = _data(cfg, cfg.data, m.target_fields, items="all")
-        module = _module(cfg, dm, m.adapt)
-        module.tok.load_state_dict(torch.load(tok_path, map_location="cpu", weights_only=True))
-        n = dm.num_items
-        codes = np.zeros((n + 1, module.tok.code_num), dtype=np.int64)
-        dist = np.zeros((n + 1, m.tokenizer.leaf_codes), dtype=np.float32)
-        dev = torch.device("cuda" if m.tokenizer.backbone == "mllm" and torch.cuda.is_available() else "cpu")
-        module.to(dev)
-        for batch in dm.val_dataloader():
-            enc = module.tok.encode({k: v.to(dev) for k, v in batch.items()})
-            items = batch["item"].numpy()
-            codes[items] = enc["codes"].cpu().numpy()
-            dist[items] = enc["leaf_distances"].float().cpu().numpy()
-        before = collision_rate(codes[1:])
-        fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed))
-        out = {str(i + 1): [int(c) for c in row] for i, row in enumerate(fixed)}
-        atomic_write_json(st.dir / "codes.json", out)
-        used = [len(set(fixed[:, lv].tolist())) for lv in range(fixed.shape[1])]
-        return {"codes": str(st.dir / "codes.json"), "items": n, "collision_rate_before": before,
-                "collision_rate_after": collision_rate(fixed), "codes_used_per_level": used,
-                "changed_by_resolution": int((fixed != codes[1:]).any(1).sum())}
+        c = _write_codes(cfg, st.dir, tok_path, m.source, m.source_fields)
+        sd = _sequence_data(m.source)
+        keep = ("max_len", "batch_size", "eval_batch_size", "num_workers", "length_grouping")
+        dm = _given_sequences(sd, **{k: cfg.data[k] for k in keep if k in cfg.data})
+        dm.setup("fit")
+        s = m.rec_pretrain
+        model = instantiate(cfg.model, _convert_="all", num_items=sd.num_items, max_len=dm.max_len,
+                            item_codes=CodesFile(c["codes"])(sd), lr=float(s.lr))
+        trainer = runtime.trainer(cfg, st.dir, monitor=False, validate=False, max_epochs=int(s.epochs),
+                                  gradient_clip_val=float(s.gradient_clip))
+        t0 = time.perf_counter()
+        trainer.fit(model, train_dataloaders=dm.train_dataloader(), ckpt_path=st.resume_checkpoint())
+        if trainer.interrupted:
+            raise KeyboardInterrupt("stage rec_pretrain interrupted; resume with ckpt_path=last")
+        with atomic_writer(st.dir / "t5.pt", "wb") as f:
+            torch.save(model.t5.state_dict(), f)
+        return {"t5": str(st.dir / "t5.pt"), "source_items": sd.num_items, "epochs": trainer.current_epoch,
+                "seconds": round(time.perf_counter() - t0, 1), "source_codes": c}
 
-    return _stage(cfg, "codes").run(work)
+    return _stage(cfg, "rec_pretrain").run(work)
 
 
 @task("utgrec.pipeline")
@@ -240,6 +296,17 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     from rucai.tasks import fit_and_test
 
     c = codes(cfg)
+    m = _settings(cfg)
+    init = None
+    if m.source is not None and m.rec_pretrain.epochs > 0:
+        t5 = rec_pretrain(cfg)["t5"]
+
+        def init(model) -> None:  # the target T5 starts from the source-pre-trained one
+            import torch
+
+            model.t5.load_state_dict(torch.load(t5, map_location="cpu", weights_only=True))
+
     with open_dict(cfg):
         cfg.item_tokenizer = OmegaConf.create({"_target_": "rucai.rec.tokenization.CodesFile", "path": c["codes"]})
-    return {"tokenizer_codes": c["codes"], "collision_rate_before": c["collision_rate_before"]} | fit_and_test(cfg)
+    return ({"tokenizer_codes": c["codes"], "collision_rate_before": c["collision_rate_before"],
+             "recommender_pretrained": init is not None} | fit_and_test(cfg, model_init=init))
