@@ -25,4 +25,11 @@ for s in 0 1 2; do
       hydra.run.dir=$OUT/mtgrec/seed$s $common > $OUT/mtgrec_seed$s.log 2>&1 &
   wait
 done
+# issue 14's metric check of the speed-ups: TIGER seed 0 on today's path (fp32, random batches, torch
+# dropout), to compare with tiger/seed0 (bf16, length-grouped batches, fast dropout)
+D=$OUT/tiger_slow_path/seed0
+[ -f $D/metrics.json ] && grep -q '"status": "completed"' $D/metrics.json || \
+$PY run.py experiment=tiger/office_cpu item_tokenizer=file item_tokenizer.path=$LAST seed=0 hydra.run.dir=$D $common \
+    trainer.max_time=null hardware.precision=32-true data.length_grouping=false model.fast_dropout=false \
+    > $OUT/tiger_slow_path_seed0.log 2>&1
 $PY -m rucai.results $OUT/tiger $OUT/mtgrec --out $OUT --metrics test/recall@5,test/ndcg@5,test/recall@10,test/ndcg@10
