@@ -32,4 +32,11 @@ D=$OUT/tiger_slow_path/seed0
 $PY run.py experiment=tiger/office_cpu item_tokenizer=file item_tokenizer.path=$LAST seed=0 hydra.run.dir=$D $common \
     trainer.max_time=null hardware.precision=32-true data.length_grouping=false model.fast_dropout=false \
     > $OUT/tiger_slow_path_seed0.log 2>&1
+# RecBole's SASRec seeds 1 and 2 (experiments/sasrec/README.md side-by-side), resumable per seed
+for s in 1 2; do
+  [ -d outputs/bench/recbole_seeds/recbole_h64_s$s ] || $PY -m rucai.bench.recbole_sasrec \
+      --data-dir ${RUCAI_DATA_DIR:-../shared/data}/amazon18_office --hidden 64 --seeds $s --epochs 300 --sides recbole \
+      --out outputs/bench/recbole_seeds/recbole_h64_s$s.json --log-dir outputs/bench/recbole_seeds \
+      > $OUT/recbole_seed$s.log 2>&1 || true
+done
 $PY -m rucai.results $OUT/tiger $OUT/mtgrec --out $OUT --metrics test/recall@5,test/ndcg@5,test/recall@10,test/ndcg@10
