@@ -176,8 +176,20 @@ def test_collisions_random_tail_is_seeded_and_unique():
     assert np.array_equal(a, b)
     assert len({tuple(r) for r in a.tolist()}) == 12
     assert (a[:, 0] == 0).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="17 items but the codebooks hold only 1 x 4"):
         resolve_collisions(np.zeros((17, 3), dtype=np.int64), g.random((17, 4)))
+
+
+def test_collisions_overflow_a_full_first_code_into_the_next():
+    # 18 items crowd under first code 2 of 3; its subtree holds 4 x 4 = 16 tuples
+    g = np.random.default_rng(1)
+    codes = np.zeros((18, 3), dtype=np.int64)
+    codes[:, 0] = 2
+    out = resolve_collisions(codes, g.random((18, 4)), seed=0, first_codes=3)
+    assert len({tuple(r) for r in out.tolist()}) == 18
+    assert (out[:, 0] == 2).sum() == 16
+    # the two left over take the first free tuples of the next first code, cyclically: 0
+    assert sorted(tuple(r) for r in out.tolist() if r[0] != 2) == [(0, 0, 0), (0, 0, 1)]
 
 
 V, S, T = 50, 6, 5

@@ -15,7 +15,10 @@ difference (h3 - h2):
 
 Additions: `seed` makes the random tail reproducible; when the random draws fail (or there are
 fewer than 3 leaf entries, where the authors' loop never runs) the first free (second, tail) pair
-under the item's first code is taken, so the result is always unique or a ValueError is raised.
+under the item's first code is taken; when every tuple under that first code is taken (a barely
+trained tokenizer crowds thousands of items under one root entry), the first free tuple under the
+next first codes (cyclically, `first_codes` of them) is taken. The result is always unique, or a
+ValueError says up front that the codebooks hold fewer tuples than there are items.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ def collision_rate(codes) -> float:
     return 1.0 - len({tuple(r) for r in codes.tolist()}) / len(codes)
 
 
-def resolve_collisions(codes, distances, seed: int = 0, tries: int = 1000) -> np.ndarray:
+def resolve_collisions(codes, distances, seed: int = 0, tries: int = 1000,
+                       first_codes: int | None = None) -> np.ndarray:
     """Unique tuples [N, L] from codes [N, L] (level-local; levels 2..L index the leaf book) and
-    the last level's distances [N, leaf_codes] (smaller = nearer; pass -scores for scores)."""
+    the last level's distances [N, leaf_codes] (smaller = nearer; pass -scores for scores).
+    `first_codes` = size of the level-1 codebook (default: the largest first code + 1)."""
     codes = np.asarray(codes, dtype=np.int64)
     dist = np.asarray(distances, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[1] < 2:
@@ -45,6 +50,10 @@ def resolve_collisions(codes, distances, seed: int = 0, tries: int = 1000) -> np
         raise ValueError(f"distances must be [N={codes.shape[0]}, leaf_codes], got {dist.shape}")
     n, levels = codes.shape
     leaf = dist.shape[1]
+    roots = int(first_codes) if first_codes is not None else int(codes[:, 0].max()) + 1 if n else 1
+    if n > roots * leaf ** (levels - 1):
+        raise ValueError(f"{n} items but the codebooks hold only {roots} x {leaf}^{levels - 1} = "
+                         f"{roots * leaf ** (levels - 1)} code tuples: enlarge the leaf codebook")
     rng = random.Random(seed)
     order = np.argsort(dist, axis=1, kind="stable")
     out = codes.copy()
@@ -89,16 +98,16 @@ def resolve_collisions(codes, distances, seed: int = 0, tries: int = 1000) -> np
                 take(ids[0], t)
             elif last:
                 for iid in ids:
-                    _random_tail(iid, codes, leaf, rng, tries, used, take)
+                    _random_tail(iid, codes, leaf, roots, rng, tries, used, take)
             else:
                 pending.append((t in used, ids))
     for _, ids in pending:  # leaf < 3: the rounds never ran
         for iid in ids:
-            _random_tail(iid, codes, leaf, rng, tries, used, take)
+            _random_tail(iid, codes, leaf, roots, rng, tries, used, take)
     return out
 
 
-def _random_tail(iid, codes, leaf, rng, tries, used, take) -> None:
+def _random_tail(iid, codes, leaf, roots, rng, tries, used, take) -> None:
     row = codes[iid].tolist()
     for _ in range(tries):
         t = tuple(row[:-1] + [rng.randint(0, leaf - 1)])
@@ -118,5 +127,10 @@ def _random_tail(iid, codes, leaf, rng, tries, used, take) -> None:
             t = tuple(row[:-1] + [tail])
             if t not in used:
                 return take(iid, t)
-    raise ValueError(f"no free code tuple left under prefix {row[:-2] or row[:-1]}: "
-                     "enlarge the leaf codebook")
+    for step in range(1, roots):  # the first code's subtree is full: the next first codes
+        first = (row[0] + step) % roots
+        for rest in product(range(leaf), repeat=len(row) - 1):
+            t = (first, *rest)
+            if t not in used:
+                return take(iid, t)
+    raise ValueError(f"no free code tuple left for item {iid}: enlarge the leaf codebook")

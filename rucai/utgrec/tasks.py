@@ -219,7 +219,7 @@ def _write_codes(cfg: DictConfig, out_dir: Path, tok_path: Path, data_conf: Any,
         codes[items] = enc["codes"].cpu().numpy()
         dist[items] = enc["leaf_distances"].float().cpu().numpy()
     before = collision_rate(codes[1:])
-    fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed))
+    fixed = resolve_collisions(codes[1:], dist[1:], seed=int(cfg.seed), first_codes=m.tokenizer.root_codes)
     atomic_write_json(out_dir / "codes.json", {str(i + 1): [int(c) for c in row] for i, row in enumerate(fixed)})
     used = [len(set(fixed[:, lv].tolist())) for lv in range(fixed.shape[1])]
     return {"codes": str(out_dir / "codes.json"), "items": n, "collision_rate_before": before,
