@@ -44,7 +44,7 @@ def load_item_codes(item_codes: Mapping | str | Path) -> dict[int, list[int]]:
     return {int(k): [int(c) for c in v] for k, v in item_codes.items()}
 
 
-class _FastDecoder:
+class FastDecoder:
     """One-token-per-beam T5 decoder step that shares each user's cross-attention keys/values.
 
     HF's cache would copy the cross-attention K/V of every user to each of its beams (~1 MB per
@@ -116,23 +116,40 @@ def beam_search(
     attention_mask: torch.Tensor,
     num_beams: int = 20,
     constrained: bool = True,
+    free_prefix: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched beam search over the trie's L levels (T5 must be in eval mode).
 
-    Returns (items [B, beam] (-1 = not an item), tokens [B, beam, L], scores [B, beam]) sorted by
-    score (sum of log-probs), best first; dead beams (fewer valid continuations than beams) have
-    score -inf and item -1.
+    `free_prefix` > 0 (STREAM-Rec's thinking tokens): that many steps first, each over every code
+    token of the trie's vocabulary (any level; no trie), then the L item levels as usual, so every
+    beam still ends on a valid item when `constrained`.
+
+    Returns (items [B, beam] (-1 = not an item), tokens [B, beam, free_prefix + L], scores [B, beam])
+    sorted by score (sum of log-probs), best first; dead beams (fewer valid continuations than
+    beams) have score -inf and item -1.
     """
     B = input_ids.size(0)
     L, K = trie.num_levels, trie.codebook_size
     dev = input_ids.device
     enc_h = t5.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    decoder = _FastDecoder(t5, enc_h, attention_mask)
+    decoder = FastDecoder(t5, enc_h, attention_mask)
     last = torch.full((B, 1), t5.config.decoder_start_token_id, dtype=torch.long, device=dev)
     scores = torch.zeros(B, 1, device=dev)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)  # trie root
     tokens = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)
     k = 1
+    lo_code, hi_code = trie.offset, trie.vocab_size  # the code tokens (no pad/eos, no user tokens)
+    for step in range(free_prefix):
+        logp = torch.log_softmax(decoder(last).float(), dim=-1)[..., lo_code:hi_code]  # [B, k, C]
+        width = logp.size(-1)
+        cand = (scores.unsqueeze(-1) + logp).view(B, k * width)
+        new_k = min(num_beams, k * width)
+        scores, idx = cand.topk(new_k, dim=1)
+        parent, tok = idx // width, idx % width + lo_code
+        tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, step)), tok.unsqueeze(-1)], -1)
+        nodes = nodes.gather(1, parent)
+        decoder.reorder((torch.arange(B, device=dev).unsqueeze(1) * k + parent).view(-1))
+        last, k = tok, new_k
     for level in range(L):
         logp = torch.log_softmax(decoder(last).float(), dim=-1)  # [B, k, V]
         if constrained:
@@ -152,7 +169,8 @@ def beam_search(
             code = trie.token_to_code(level, tok)
         nodes = trie.step(nodes.gather(1, parent), code)
         nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))
-        tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, level)), tok.unsqueeze(-1)], -1)
+        tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, free_prefix + level)),
+                            tok.unsqueeze(-1)], -1)
         if level + 1 < L:
             decoder.reorder((torch.arange(B, device=dev).unsqueeze(1) * k + parent).view(-1))
             last = tok
@@ -162,8 +180,56 @@ def beam_search(
         pad = num_beams - k
         items = torch.cat([items, items.new_full((B, pad), -1)], 1)
         scores = torch.cat([scores, scores.new_full((B, pad), float("-inf"))], 1)
-        tokens = torch.cat([tokens, tokens.new_zeros(B, pad, L)], 1)
+        tokens = torch.cat([tokens, tokens.new_zeros(B, pad, free_prefix + L)], 1)
     return items, tokens, scores
+
+
+@torch.no_grad()
+def sample_sequences(
+    t5: T5ForConditionalGeneration,
+    trie: SemanticIDTrie,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n: int,
+    free_prefix: int = 0,
+    temperature: float = 1.0,
+    constrained: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` sampled outputs per input (RL rollouts): `free_prefix` tokens over every code token, then
+    the L item levels, each from its level's codes (masked by the trie when `constrained`, so every
+    sample is an item; else any code of the level, and a tuple that is no item gets item -1).
+
+    Returns (items [B, n], tokens [B, n, free_prefix + L])."""
+    B = input_ids.size(0)
+    L, K = trie.num_levels, trie.codebook_size
+    dev = input_ids.device
+    enc_h = t5.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+    decoder = FastDecoder(t5, enc_h, attention_mask)
+    last = torch.full((B, n), t5.config.decoder_start_token_id, dtype=torch.long, device=dev)
+    nodes = torch.zeros(B, n, dtype=torch.long, device=dev)
+    out = []
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits.float() / max(temperature, 1e-6), -1)
+        return torch.multinomial(p.view(-1, p.size(-1)), 1, generator=generator).view(B, n)
+
+    for _ in range(free_prefix):
+        tok = draw(decoder(last)[..., trie.offset:trie.vocab_size]) + trie.offset
+        out.append(tok)
+        last = tok
+    for level in range(L):
+        lo = trie.token(level, 0)
+        logits = decoder(last)[..., lo:lo + K].float()
+        if constrained:
+            logits = logits.masked_fill(~trie.allowed_mask(nodes), float("-inf"))
+        code = draw(logits)
+        nodes = trie.step(nodes, code)
+        tok = trie.token(level, code)
+        out.append(tok)
+        last = tok
+    items = torch.where(nodes >= 0, trie.node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+    return items, torch.stack(out, -1)
 
 
 INVALID_BEAMS = ("miss", "drop")
@@ -316,13 +382,18 @@ class TIGER(SeqRecModule):
             self.trie.to(self.device)
         return self.trie
 
+    def decode_prefix(self) -> int:
+        """Free tokens generated before the item's codes (0 here; STREAM-Rec's thinking tokens)."""
+        return 0
+
     @torch.no_grad()
     def recommend(self, seq: torch.Tensor, lengths: torch.Tensor, num_beams: int | None = None,
                   constrained: bool | None = None, user: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top items by beam search: (items [B, beam] with -1 for invalid/dead beams, scores)."""
         ids, mask = self.add_user_token(*self.encode_inputs(seq, lengths), user)
         items, _, scores = beam_search(self.t5, self._trie(), ids, mask, num_beams or self.num_beams,
-                                       self.constrained if constrained is None else constrained)
+                                       self.constrained if constrained is None else constrained,
+                                       free_prefix=self.decode_prefix())
         return items, scores
 
     def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:

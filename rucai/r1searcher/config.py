@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rucai.errors import UserError
+from rucai.rl.core import ALGOS, KL_MODES, LOSS_AGGS  # the shared RL core (no heavy imports)
 from rucai.schema import method
 
-ALGOS = ("reinforce_pp_baseline", "grpo")
-KL_MODES = ("reward", "loss")
-LOSS_AGGS = ("seq_mean", "token_mean")
 SERVICES = ("inprocess", "http", "url")
 STAGES = ("stage1", "stage2")
 ROLLOUT_BACKENDS = ("hf", "vllm")  # RLStageConfig.rollout_backend

@@ -43,28 +43,20 @@ from rucai.r1searcher.prompts import (
     END_QUERY,
     END_THINK,
 )
+from rucai.rl.rewards import RewardRegistry
 
 RewardFn = Callable[..., dict[str, float]]
-REWARDS: dict[str, RewardFn] = {}
+REWARDS = RewardRegistry("reward")
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _DOC_BLOCK = re.compile(re.escape(BEGIN_DOCS) + r".*?" + re.escape(END_DOCS), re.DOTALL)
 
 
-def reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    def deco(fn: RewardFn) -> RewardFn:
-        REWARDS[name] = fn
-        return fn
-
-    return deco
+reward = REWARDS.register
 
 
 def get_reward(name: str) -> RewardFn:
-    from rucai.errors import UserError
-
-    if name not in REWARDS:
-        raise UserError(f"unknown reward={name!r}; valid: {', '.join(sorted(REWARDS))}")
-    return REWARDS[name]
+    return REWARDS.lookup(name)
 
 
 def count_searches(response: str) -> int:
