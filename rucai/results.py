@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="where to write the tables and the plot (default: the first DIR)")
     ap.add_argument("--metrics", nargs="+",
                     help="only these metric columns, comma- or space-separated (test/recall@10,test/ndcg@10)")
+    ap.add_argument("--ignore", nargs="+", default=[], metavar="KEY",
+                    help="overrides that do not tell runs apart (e.g. trainer.max_time when no run hit the cap): "
+                         "dropped before grouping seeds")
     args = ap.parse_args(argv)
     metrics = _split_metrics(args.metrics)
     try:
@@ -302,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no runs (metrics.json or .hydra/overrides.yaml) under {' '.join(args.dirs)}",
               file=sys.stderr)
         return 2
+    ignore = _split_metrics(args.ignore) or []
+    if missing := [k for k in ignore if k not in df.columns]:
+        print(f"error: --ignore {', '.join(missing)}: no run has that override", file=sys.stderr)
+        return 2
+    df = df.drop(columns=ignore)
     if metrics:
         unknown = [m for m in metrics if m not in df.columns]
         if unknown:

@@ -114,3 +114,17 @@ def test_cli_defaults_to_first_dir_and_reports_bad_input(tmp_path, capsys):
     assert results.main([str(sweep), "--metrics", "test/nope@10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: no runs have --metrics test/nope@10; metrics found: test/ndcg@10")
+
+
+def test_cli_ignore_drops_an_override_before_grouping(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _run(root / "a", ["experiment=tiger/office_cpu", "seed=0"], {"status": "completed", "test/ndcg@10": 0.3})
+    _run(root / "b", ["experiment=tiger/office_cpu", "seed=1", "trainer.max_time=null"],
+         {"status": "completed", "test/ndcg@10": 0.5})
+    assert results.main([str(root), "--metrics", "test/ndcg@10"]) == 0
+    assert pd.read_csv(root / "results_seeds.csv")["test/ndcg@10 n"].tolist() == [1, 1]
+    assert results.main([str(root), "--metrics", "test/ndcg@10", "--ignore", "trainer.max_time"]) == 0
+    seeds = pd.read_csv(root / "results_seeds.csv")
+    assert seeds["test/ndcg@10 n"].tolist() == [2] and seeds.loc[0, "test/ndcg@10 mean"] == pytest.approx(0.4)
+    assert results.main([str(root), "--ignore", "model.nope"]) == 2
+    assert "--ignore model.nope: no run has that override" in capsys.readouterr().err

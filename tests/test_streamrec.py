@@ -203,3 +203,39 @@ def test_grpo_step_updates_the_policy_only():
         assert all(p.grad is None for p in part.parameters())
     opt = m.configure_optimizers()
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(m.t5.parameters()))
+
+
+def test_pipeline_phases_chain_and_are_reused(tmp_path, smoke_data_dir):
+    import json
+
+    from tests.conftest import run_cli
+
+    common = ["experiment=streamrec/office_cpu", "debug=smoke", "hardware=cpu", f"paths.data_dir={smoke_data_dir}"]
+    env = {"RUCAI_DATA_DIR": str(smoke_data_dir)}
+    run = tmp_path / "run"
+    r = run_cli(*common, "task=streamrec.sft", run_dir=run, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pre = json.loads((run / "pretrain" / "done.json").read_text())["result"]
+    assert pre["test_ckpt"].startswith(str(run / "pretrain" / "checkpoints"))
+    assert (run / "annotator" / "annotator.pt").is_file() and (run / "sft" / "metrics.json").is_file()
+    before = (run / "sft" / "done.json").stat().st_mtime
+    r = run_cli(*common, run_dir=run, env=env)  # the pipeline: reuses pretrain, annotator and sft, then RL
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = r.metrics()
+    assert (run / "sft" / "done.json").stat().st_mtime == before
+    for phase in ("pretrain", "sft", "rl"):
+        assert f"{phase}/test/recall@5" in m
+    assert m["test/recall@5"] == m["rl/test/recall@5"] and "annotator/distance_step2" in m
+    assert "train/reward_format" in (run / "csv" / "metrics.csv").read_text()  # the run's logger has the rewards
+
+
+@pytest.mark.parametrize("exp", ["streamrec/instruments", "streamrec/scientific"])
+def test_gpu_configs_stop_in_one_line_without_a_gpu(exp, tmp_path, smoke_data_dir):
+    from tests.conftest import run_cli
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    r = run_cli(f"experiment={exp}", "hardware=gpu", f"paths.data_dir={smoke_data_dir}", run_dir=tmp_path / "run",
+                env={"RUCAI_DATA_DIR": str(smoke_data_dir)}, timeout=120)
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert r.returncode == 2 and "none visible" in last, r.stderr[-2000:]

@@ -426,13 +426,16 @@ def random_codes(num_items: int, levels: int = 3, codebook_size: int = 256, seed
 
 
 def bench(num_items: int = 2400, batch_size: int = 256, beams: Sequence[int] = (20, 50), num_users: int = 1024,
-          max_len: int = 20, constrained: bool = True, seed: int = 0, device: str = "cpu") -> dict[int, float]:
-    """Users/second of beam search for a random-init 4-layer TIGER on full-length histories."""
+          max_len: int = 20, constrained: bool = True, seed: int = 0, device: str = "cpu",
+          free_prefix: int = 0) -> dict[int, float]:
+    """Users/second of beam search for a random-init 4-layer TIGER on full-length histories
+    (`free_prefix`: that many free tokens first, STREAM-Rec's thinking)."""
     torch.manual_seed(seed)
     model = TIGER(num_items=num_items, item_codes=random_codes(num_items, seed=seed), max_len=max_len,
                   codebook_size=256, topk=(5,)).eval().to(device)
     seq = torch.randint(1, num_items + 1, (num_users, max_len), device=device)
     lengths = torch.full((num_users,), max_len, device=device)
+    model.decode_prefix = lambda: free_prefix
     out = {}
     for beam in beams:
         model.recommend(seq[:batch_size], lengths[:batch_size], num_beams=beam, constrained=constrained)  # warm-up
@@ -454,15 +457,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--beams", type=int, nargs="+", default=[20, 50])
     p.add_argument("--unconstrained", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--free-prefix", type=int, nargs="+", default=[0],
+                   help="free tokens before the item (STREAM-Rec's thinking); several: one row each")
+    p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args(argv)
     if not a.bench:
         p.print_help()
         return
-    res = bench(a.num_items, a.batch_size, a.beams, a.num_users, constrained=not a.unconstrained, device=a.device)
     print(f"TIGER beam search, {a.num_items} items x 4 levels, d_model 128, 4+4 layers, batch {a.batch_size}, "
           f"{a.device}, {torch.get_num_threads()} threads, {'un' if a.unconstrained else ''}constrained")
-    for beam, ups in res.items():
-        print(f"beam {beam:3d}: {ups:8.1f} users/s")
+    rows = []
+    for fp in a.free_prefix:
+        res = bench(a.num_items, a.batch_size, a.beams, a.num_users, constrained=not a.unconstrained,
+                    device=a.device, free_prefix=fp)
+        for beam, ups in res.items():
+            rows.append({"free_prefix": fp, "beam": beam, "users_per_s": round(ups, 2)})
+            print(f"free prefix {fp}, beam {beam:3d}: {ups:8.1f} users/s")
+    if a.json:
+        from rucai.utils.io import atomic_write_json
+
+        atomic_write_json(a.json, {"argv": list(argv) if argv is not None else None, "rows": rows,
+                                   "threads": torch.get_num_threads(), "device": a.device})
 
 
 if __name__ == "__main__":
