@@ -41,7 +41,7 @@ DATA_SOURCES = {
                    "HotpotQA dev (dev_subsampled.jsonl); into {d}/multihop_qa",
     "r1_aime23_traces": "no downloader: github.com/RUCAIBox/EASYEP dataset/aime23_full as JSONL into "
                         "{d}/r1_aime23_traces",
-    "redial": "no downloader: github.com/AaronHeee/LLMs-as-Zero-Shot-Conversational-RecSys data/redial into {d}/redial",
+    "redial": "python -m rucai.data.download redial --out {d}/redial",
 }
 
 

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from rucai.eval.ranking import target_ranks, topk_metrics
@@ -39,3 +40,13 @@ def test_metrics_match_a_brute_force_sort():
     m = topk_metrics(ranks, [10])
     ndcg = [(1 / math.log2(r + 2) if r < 10 else 0.0) for r in expected.tolist()]
     assert torch.allclose(m["ndcg@10"], torch.tensor(ndcg))
+
+
+def test_auc_by_hand():
+    from rucai.eval.ranking import auc
+
+    # pairs (pos, neg): (.9,.1) (.9,.5) (.5,.1) win, (.5,.5) tie, (.2,.1) win, (.2,.5) loss -> 4.5 / 6
+    assert auc([0.9, 0.5, 0.2], [0.1, 0.5]) == pytest.approx(4.5 / 6)
+    assert auc([1.0], [0.0, 0.5]) == 1.0 and auc([0.0], [1.0]) == 0.0
+    with pytest.raises(ValueError):
+        auc([], [0.1])

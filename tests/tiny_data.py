@@ -12,6 +12,8 @@
                      stage-1/stage-2 training questions; HotpotQA-with-contexts (IRCoT format, the BM25
                      pool); a KILT sample
   r1_aime23_traces/  3 `<think> ... </think>` traces with gold answers
+  redial/            zero-shot-CRS ReDial: 24 invented films (DBpedia-style URIs), 16 dialogs x 2 system
+                     turns (test.jsonl, item_ids.json, entity2id.json); GRSU
 
 The text is synthetic (invented entities, arithmetic problems); sizes are the minimum the smoke runs
 need (EASY-EP's specialise smoke takes 118+ texts per domain: math_test, stage-2 questions, Office
@@ -25,7 +27,7 @@ import random
 from pathlib import Path
 
 # the folders write_tiny_data creates (what the experiments read)
-FOLDERS = ("amazon18_office", "ml-100k", "olymmath", "math", "multihop_qa", "r1_aime23_traces")
+FOLDERS = ("amazon18_office", "ml-100k", "olymmath", "math", "multihop_qa", "r1_aime23_traces", "redial")
 
 _ADJ = ["Compact", "Heavy-Duty", "Ergonomic", "Recycled", "Premium", "Classic", "Portable", "Colorful",
         "Quiet", "Smart"]
@@ -226,6 +228,36 @@ def _multihop(d: Path, rng: random.Random) -> None:
     _jsonl(d / "filtered_kilt_sample_100.jsonl", kilt)
 
 
+_FILM_WORDS = ["Midnight", "River", "Glass", "Falcon", "Winter", "Harbor", "Echo", "Crimson", "Silent", "Orchard",
+               "Lantern", "Summit"]
+
+
+def _redial(d: Path, rng: random.Random, n_films: int = 24, n_dialogs: int = 16) -> None:
+    films = {}
+    for i in range(n_films):
+        title = f"{_FILM_WORDS[i % 12]} {_FILM_WORDS[(i * 5 + 3) % 12]}"
+        films[100 + i] = (title, 1970 + (i * 7) % 50)
+    entity2id = {f"<http://dbpedia.org/resource/{t.replace(' ', '_')}_({y}_film)>": i for i, (t, y) in films.items()}
+    entity2id["<http://dbpedia.org/resource/Comedy>"] = 7  # a non-film entity, not in the catalogue
+    name = {i: f"{t} ({y})" for i, (t, y) in films.items()}
+    rows, turn = [], 1000
+    for g in range(n_dialogs):
+        a, b, c = rng.sample(sorted(films), 3)
+        u1 = f"Hi! I liked {name[a]}, anything like it?"
+        s1 = f"You might enjoy {name[b]}"
+        u2 = "I have seen it. Something funnier?"
+        for ctx, resp, rec, prev in ((["", u1], s1, [b], [a]), (["", u1, s1, u2], f"Then try {name[c]}", [c], [a, b, 7])):
+            roles = ["User", "System"] * 2
+            text = "".join(f"\n{roles[k]}: {u}" for k, u in enumerate(ctx[1:]))
+            rows.append({"context": ctx, "resp": resp, "rec": rec, "entity": rec, "prev_entity": prev,
+                         "dialog_id": f"test_{g}", "turn_id": turn, "is_user": 0,
+                         "entity_name": [name[i] for i in rec], "input": text + "\nSystem: "})
+            turn += 1
+    _jsonl(d / "test.jsonl", rows)
+    _json(d / "item_ids.json", sorted(films))
+    _json(d / "entity2id.json", entity2id)
+
+
 def write_tiny_data(root: Path) -> Path:
     """Write the tiny data set under `root` (created if needed) and return `root`."""
     root = Path(root)
@@ -236,6 +268,7 @@ def write_tiny_data(root: Path) -> Path:
     _math(root / "math", rng)
     _multihop(root / "multihop_qa", rng)
     _r1_traces(root / "r1_aime23_traces", rng)
+    _redial(root / "redial", rng)
     return root
 
 

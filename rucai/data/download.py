@@ -779,6 +779,23 @@ def download_amazon23(
             for name, urls in amazon23_urls(category, base_urls).items()]
 
 
+# ReDial / INSPIRED test dialogues in the format `rucai.grsu.data` reads (He et al.'s zero-shot CRS
+# release, pinned commit; the GRSU authors process the same CRSLab data into their own jsonl)
+CRS_BASE_URL = ("https://raw.githubusercontent.com/AaronHeee/LLMs-as-Zero-Shot-Conversational-RecSys/"
+                "5a52caa19cd514f8d39811483c41e43107d5927f/data")
+CRS_FILES = ("test.jsonl", "item_ids.json", "entity2id.json")
+
+
+def download_crs(name: str, out_dir: str | os.PathLike, *, force: bool = False, base_url: str = CRS_BASE_URL,
+                 timeout: float = CONNECT_TIMEOUT, quiet: bool = False) -> list[Path]:
+    """Fetch `<name>` (redial | inspired): test.jsonl, item_ids.json, entity2id.json into `out_dir`."""
+    if name not in ("redial", "inspired"):
+        raise DownloadError(f"unknown conversational dataset {name!r}: use redial or inspired")
+    out = Path(out_dir)
+    return [fetch(f"{base_url.rstrip('/')}/{name}/{f}", out / f, force=force, timeout=timeout, quiet=quiet)
+            for f in CRS_FILES]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rucai.data.download",
@@ -821,7 +838,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--url", help="zip URL (see RecBole's recbole/properties/dataset/url.yaml)")
     r.add_argument("--keep-zip", action="store_true")
 
-    for s in (a, z, r):
+    c = sub.add_parser("redial", help="ReDial test dialogues (zero-shot CRS format) for experiment=grsu/*")
+    c.add_argument("--out", required=True, help="folder that receives test.jsonl, item_ids.json, entity2id.json")
+    i = sub.add_parser("inspired", help="INSPIRED test dialogues (zero-shot CRS format) for experiment=grsu/inspired")
+    i.add_argument("--out", required=True, help="folder that receives test.jsonl, item_ids.json, entity2id.json")
+    for s in (c, i):
+        s.add_argument("--base-url", default=CRS_BASE_URL, help="where <name>/<file> lives")
+
+    for s in (a, z, r, c, i):
         s.add_argument("--force", action="store_true", help="download and rebuild even if outputs exist")
         s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="connect timeout in seconds")
         s.add_argument("--quiet", action="store_true")
@@ -846,6 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 quiet=args.quiet,
             )
+        elif args.cmd in ("redial", "inspired"):
+            download_crs(args.cmd, args.out, force=args.force, base_url=args.base_url, timeout=args.timeout,
+                         quiet=args.quiet)
         elif args.cmd == "amazon23":
             download_amazon23(args.category, args.out, force=args.force, base_urls=args.base_url or AMAZON23_BASE_URLS,
                               timeout=args.timeout, quiet=args.quiet)

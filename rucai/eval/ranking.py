@@ -31,3 +31,16 @@ def topk_metrics(ranks: torch.Tensor, ks: Iterable[int]) -> dict[str, torch.Tens
         out[f"recall@{k}"] = hit
         out[f"ndcg@{k}"] = hit / torch.log2(ranks + 2.0)
     return out
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """ROC AUC = P(a positive scores above a negative), ties counting 1/2 (the Mann-Whitney U
+    statistic over all pairs, by binary search in the sorted negatives)."""
+    if not positive or not negative:
+        raise ValueError("auc needs at least one positive and one negative score")
+    import numpy as np
+
+    pos, neg = np.asarray(positive, dtype=np.float64), np.sort(np.asarray(negative, dtype=np.float64))
+    below = np.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,48 @@ class LLM(abc.ABC):
     def _generate(self, prompts: list[str | list[dict]], sampling: SamplingParams) -> list[RequestOutput]:
         """prompts: raw strings or message lists (system prompt already applied)."""
 
+    def next_token_logprobs(self, prompts: Prompt | Sequence[Prompt], candidates: Sequence[str]
+                            ) -> list[dict[str, float]]:
+        """For each prompt, the log-probability of each candidate's FIRST token at the next position.
+
+        Scoring, not decoding: one forward pass over each prompt, no sampling settings involved. Prompts
+        are normalised as in `generate` (a chat prompt gets the system prompt and the chat template with the
+        generation prompt, so it ends where the assistant's answer starts).
+
+        Tokenisation rule (`candidate_variants`, `candidate_token_ids`): a candidate counts in two spellings,
+        itself and with one leading space ("Yes" and " Yes"; a candidate that starts with a space: itself and
+        itself without it). Each spelling maps to the first token id of its encoding WITHOUT special tokens;
+        the candidate's value is the log-sum-exp over its DISTINCT first tokens (a token shared by both
+        spellings counts once). Chat models usually answer "Yes" right after the assistant header, raw-text
+        prompts ending in a word usually continue with " Yes"; both are covered. Caveat: two candidates with
+        the same first token ("Yes", "Yeah" on some tokenizers) get the same value.
+
+        Returns one {candidate: logprob} dict per prompt, in prompt order (-inf: probability 0).
+        """
+        if isinstance(prompts, str) or _is_chat(prompts):
+            prompts = [prompts]
+        prompts = [normalise_prompt(p, self.system_prompt) for p in prompts]
+        if isinstance(candidates, str):
+            raise UserError(f"candidates is a list of strings, got the string {candidates!r} (write [{candidates!r}])")
+        cands = list(dict.fromkeys(candidates or []))
+        if not cands:
+            raise UserError("next_token_logprobs() needs at least one candidate string, e.g. ['Yes', 'No']")
+        bad = [c for c in cands if not isinstance(c, str) or not c]
+        if bad:
+            raise UserError(f"candidates must be non-empty strings, got {bad[0]!r}")
+        if not prompts:
+            return []
+        out = self._next_token_logprobs(prompts, cands)
+        if len(out) != len(prompts):  # pragma: no cover - a backend bug
+            raise AssertionError(f"{self.backend}: {len(out)} results for {len(prompts)} prompts")
+        return out
+
+    def _next_token_logprobs(self, prompts: list[str | list[dict]], candidates: list[str]
+                             ) -> list[dict[str, float]]:
+        """prompts: normalised; candidates: distinct non-empty strings. Backends that can score override."""
+        raise UserError(f"llm backend {self.backend} has no next-token log-probabilities "
+                        f"(use llm=hf, llm=vllm or llm=openai)")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free engine resources (GPU memory, server connections)."""
 
@@ -138,6 +181,35 @@ class LLM(abc.ABC):
 def _is_chat(p: Any) -> bool:
     return isinstance(p, Sequence) and not isinstance(p, str) and len(p) > 0 and all(
         isinstance(m, Mapping) for m in p)
+
+
+def candidate_variants(candidate: str) -> tuple[str, ...]:
+    """The spellings that stand for a candidate: itself, then with one leading space added ("Yes" ->
+    ("Yes", " Yes")), or removed when it starts with one (" Yes" -> (" Yes", "Yes"); " " -> (" ",))."""
+    alt = candidate[1:] if candidate.startswith(" ") else " " + candidate
+    return (candidate, alt) if alt else (candidate,)
+
+
+def candidate_token_ids(encode: Callable[[str], Sequence[int]], candidates: Sequence[str]) -> list[tuple[int, ...]]:
+    """Per candidate, the distinct first token ids of its variants, in variant order. `encode` maps a
+    string to token ids WITHOUT special tokens; a variant that encodes to nothing is skipped."""
+    out = []
+    for c in candidates:
+        ids = [list(encode(v)) for v in candidate_variants(c)]
+        firsts = tuple(dict.fromkeys(int(x[0]) for x in ids if x))
+        if not firsts:
+            raise UserError(f"candidate {c!r} encodes to no tokens; use a visible string")
+        out.append(firsts)
+    return out
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    """log(sum(exp(v))) computed stably; -inf for no values or all -inf."""
+    vals = [float(v) for v in values]
+    top = max(vals, default=-math.inf)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in vals))
 
 
 def normalise_prompt(p: Any, system_prompt: str | None = None) -> str | list[dict]:

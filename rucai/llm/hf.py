@@ -15,7 +15,15 @@ from typing import Any
 
 from rucai.errors import UserError
 from rucai.llm import models
-from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams, hw_get
+from rucai.llm.base import (
+    LLM,
+    Completion,
+    RequestOutput,
+    SamplingParams,
+    candidate_token_ids,
+    hw_get,
+    logsumexp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +223,48 @@ class HFLLM(LLM):
             else:
                 lo = mid + 1
         return hi
+
+    # ---- scoring ------------------------------------------------------------------------------
+
+    def _next_token_logprobs(self, prompts: list[str | list[dict]], candidates: list[str]
+                             ) -> list[dict[str, float]]:
+        """One forward pass per batch (`batch_size` prompts, longest first, LEFT padding with position ids
+        counted from each row's first real token, as `generate` does); log_softmax in fp32 of the last
+        position's logits; the candidates' first-token ids (base.candidate_token_ids) gathered from it."""
+        torch = self._torch
+        cand_ids = candidate_token_ids(
+            lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"], candidates)
+        flat = sorted({t for ids in cand_ids for t in ids})
+        col = {t: j for j, t in enumerate(flat)}
+        encoded = [self.encode(p) for p in prompts]
+        for ids in encoded:
+            if not ids:
+                raise UserError("a prompt encodes to no tokens: nothing to condition the next token on")
+            if len(ids) > self.max_model_len:
+                raise UserError(f"a prompt has {len(ids)} tokens, over llm.max_model_len={self.max_model_len}")
+        import inspect
+
+        keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        rows: dict[int, list[float]] = {}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                input_ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i], dtype=torch.long)
+                attention[r, width - len(encoded[i]):] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            kw = {"logits_to_keep": 1} if keep_last else {}
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                    position_ids=positions.to(self.device), use_cache=False, **kw).logits
+                logp = logits[:, -1, :].float().log_softmax(-1)[:, flat].cpu().tolist()
+            for r, i in enumerate(idx):
+                rows[i] = logp[r]
+        return [{c: logsumexp([rows[i][col[t]] for t in ids]) for c, ids in zip(candidates, cand_ids, strict=True)}
+                for i in range(len(prompts))]
 
     def close(self) -> None:
         self.model = None

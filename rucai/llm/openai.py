@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rucai.errors import UserError
-from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams
+from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams, candidate_variants, logsumexp
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,35 @@ def request_kwargs(sp: SamplingParams, n: int, seed: int | None) -> dict[str, An
     if extra:
         kw["extra_body"] = extra
     return kw
+
+
+TOP_LOGPROBS = 20  # the most OpenAI's API (and vLLM's default max_logprobs) returns per position
+
+
+def top_logprobs_of(resp: Any, chat: bool) -> dict[str, float]:
+    """The first generated position's top log-probabilities {token string: logprob} from a chat
+    (`choices[0].logprobs.content[0].top_logprobs`, a list of {token, logprob}) or completions
+    (`choices[0].logprobs.top_logprobs[0]`, a {token: logprob} mapping) response. A token string that
+    appears twice (two ids decoding alike) keeps its larger value."""
+    lp = getattr(resp.choices[0], "logprobs", None) if getattr(resp, "choices", None) else None
+    if chat:
+        content = getattr(lp, "content", None) or []
+        pairs = [(e.token, e.logprob) for e in (getattr(content[0], "top_logprobs", None) or [])] if content else []
+    else:
+        tops = getattr(lp, "top_logprobs", None) or []
+        pairs = list((tops[0] or {}).items()) if tops else []
+    if not pairs:
+        raise UserError("the server returned no top log-probabilities (it must support logprobs); use llm=hf")
+    out: dict[str, float] = {}
+    for tok, v in pairs:
+        out[str(tok)] = max(float(v), out.get(str(tok), -float("inf")))
+    return out
+
+
+def candidate_scores(top: dict[str, float], candidates: list[str]) -> dict[str, float]:
+    """Per candidate, the log-sum-exp over its variants (base.candidate_variants) found as token strings
+    in `top`; a variant not in the top list counts as probability 0 (-inf)."""
+    return {c: logsumexp([top[v] for v in candidate_variants(c) if v in top]) for c in candidates}
 
 
 def _one_line(x: Any) -> str:
@@ -169,6 +198,33 @@ class OpenAILLM(LLM):
             outs[i].prompt_tokens = ptoks
             outs[i].completions.extend(comps)
         return outs
+
+    def _top_logprobs(self, prompt: str | list[dict]) -> dict[str, float]:
+        kw: dict[str, Any] = dict(max_tokens=1, temperature=0.0)
+        if self.extra_body:
+            kw["extra_body"] = dict(self.extra_body)
+        model = self.model
+        if isinstance(prompt, str):
+            resp = self._call(lambda: self.client.completions.create(model=model, prompt=prompt,
+                                                                     logprobs=TOP_LOGPROBS, **kw))
+        else:
+            resp = self._call(lambda: self.client.chat.completions.create(
+                model=model, messages=prompt, logprobs=True, top_logprobs=TOP_LOGPROBS, **kw))
+        return top_logprobs_of(resp, chat=not isinstance(prompt, str))
+
+    def _next_token_logprobs(self, prompts: list[str | list[dict]], candidates: list[str]
+                             ) -> list[dict[str, float]]:
+        """One 1-token request per prompt asking for the top TOP_LOGPROBS (20) log-probabilities of the first
+        position; a candidate's value is the log-sum-exp over its variants ("Yes", " Yes") found as token
+        strings there, -inf when none is. Exact only when each variant is a single token and in the server's
+        top 20 (the server's tokenizer is not visible here, so a variant is matched by its whole text)."""
+        _ = self.model
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts)))
+        try:
+            tops = list(pool.map(self._top_logprobs, prompts))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [candidate_scores(top, candidates) for top in tops]
 
     def close(self) -> None:
         self.client.close()

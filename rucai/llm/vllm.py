@@ -20,7 +20,15 @@ from typing import Any
 
 from rucai.errors import UserError
 from rucai.llm import models
-from rucai.llm.base import LLM, Completion, RequestOutput, SamplingParams, hw_get
+from rucai.llm.base import (
+    LLM,
+    Completion,
+    RequestOutput,
+    SamplingParams,
+    candidate_token_ids,
+    hw_get,
+    logsumexp,
+)
 
 INSTALL_HINT = "llm=vllm needs a CUDA GPU and `pip install vllm`; use llm=hf on CPU"
 
@@ -44,6 +52,38 @@ def completion(c: Any) -> Completion:
     """One vLLM `CompletionOutput` -> Completion. `num_tokens` counts the generated token ids (a final
     EOS included); finish_reason is vLLM's (`stop` for EOS and stop strings, `length`)."""
     return Completion(c.text, len(c.token_ids), c.finish_reason or "stop")
+
+
+def scoring_requests(prompt_ids: list[list[int]], cand_ids: list[tuple[int, ...]]
+                     ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """Exact next-token scoring through vLLM's prompt log-probabilities: for each prompt i and each distinct
+    candidate token t, one request whose prompt is `prompt_ids[i] + [t]`. Sent with
+    `SamplingParams(prompt_logprobs=0, max_tokens=1)`, vLLM returns for every prompt position the logprob of
+    the actual prompt token (raw model logprobs), so the last position holds log p(t | prompt i) over the
+    full vocabulary (generating with `logprobs=K` only sees the top K; `allowed_token_ids` renormalises
+    over the allowed set). Returns (inputs, keys) with keys[k] = (i, t) for inputs[k]."""
+    flat = sorted({t for ids in cand_ids for t in ids})
+    inputs, keys = [], []
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise UserError("a prompt encodes to no tokens: nothing to condition the next token on")
+        for t in flat:
+            inputs.append({"prompt_token_ids": [*ids, t]})
+            keys.append((i, t))
+    return inputs, keys
+
+
+def read_prompt_logprobs(outputs: list[Any], keys: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
+    """vLLM `RequestOutput`s of `scoring_requests` -> {(prompt index, token): logprob}. Each output's
+    `prompt_logprobs` is a list (None for the first token) of {token_id: Logprob(logprob, rank,
+    decoded_token)}; the last entry holds the appended candidate token."""
+    table = {}
+    for (i, t), o in zip(keys, outputs, strict=True):
+        last = (o.prompt_logprobs or [None])[-1]
+        if not last or t not in last:
+            raise UserError("vLLM returned no prompt log-probabilities; this vLLM build cannot score (use llm=hf)")
+        table[(i, t)] = float(last[t].logprob)
+    return table
 
 
 def check_available(tensor_parallel_size: int = 1, allow_cpu: bool = False,
@@ -168,6 +208,21 @@ class VLLM(LLM):
 
     def _completion(self, c: Any) -> Completion:
         return completion(c)
+
+    def _next_token_logprobs(self, prompts: list[str | list[dict]], candidates: list[str]
+                             ) -> list[dict[str, float]]:
+        """Exact (full-vocabulary) scores via prompt log-probabilities, see `scoring_requests`. Raw strings
+        are tokenised with special tokens, as vLLM does for a text prompt; chat prompts as in `generate`."""
+        tok = self.tokenizer
+        cand_ids = candidate_token_ids(lambda s: tok(s, add_special_tokens=False)["input_ids"], candidates)
+        prompt_ids = [list(tok(p, add_special_tokens=True)["input_ids"]) if isinstance(p, str)
+                      else self.encode_chat(p) for p in prompts]
+        inputs, keys = scoring_requests(prompt_ids, cand_ids)
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self.engine.generate(inputs, params, use_tqdm=self.use_tqdm)
+        table = read_prompt_logprobs(outs, keys)
+        return [{c: logsumexp([table[(i, t)] for t in ids]) for c, ids in zip(candidates, cand_ids, strict=True)}
+                for i in range(len(prompts))]
 
     def close(self) -> None:
         import gc
