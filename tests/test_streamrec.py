@@ -217,7 +217,7 @@ def test_pipeline_phases_chain_and_are_reused(tmp_path, smoke_data_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     pre = json.loads((run / "pretrain" / "done.json").read_text())["result"]
     assert pre["test_ckpt"].startswith(str(run / "pretrain" / "checkpoints"))
-    assert (run / "annotator" / "annotator.pt").is_file() and (run / "sft" / "metrics.json").is_file()
+    assert (run / "annotator" / "annotator.pt").is_file() and (run / "sft" / "done.json").is_file()
     before = (run / "sft" / "done.json").stat().st_mtime
     r = run_cli(*common, run_dir=run, env=env)  # the pipeline: reuses pretrain, annotator and sft, then RL
     assert r.returncode == 0, r.stderr[-3000:]

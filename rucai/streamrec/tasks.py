@@ -89,15 +89,13 @@ def _item_embeddings(cfg: DictConfig, data: Any):
 
 def _fit_phase(cfg: DictConfig, phase: str, init: Any = None) -> dict[str, Any]:
     from rucai.tasks import fit_and_test
-    from rucai.utils.io import atomic_write_json
 
-    def work(st) -> dict[str, Any]:
+    def work(st) -> dict[str, Any]:  # the phase's metrics go into its done.json (and the run's metrics.json)
         res = fit_and_test(_phase_cfg(cfg, phase, st.dir), _features(cfg, phase), init)
         if res.get("status") == "interrupted":
             raise KeyboardInterrupt(f"phase {phase} interrupted; resume with ckpt_path=last")
         if not res.get("test_ckpt"):
             raise UserError(f"phase {phase} has no best checkpoint (test=false?); the next phase starts from it")
-        atomic_write_json(st.dir / "metrics.json", res)
         return res
 
     return _stage(cfg, phase).run(work)
