@@ -142,3 +142,16 @@ def test_sweep_dirs_resolve_before_hydra_sets_its_config():
         assert str(cfg.hydra.launcher.submitit_folder).endswith("/.submitit/%j")
     finally:
         HydraConfig.instance().set_config(cfg)
+
+
+def test_cpu_profiles_pin_glibc_mmap_threshold(monkeypatch):
+    """glibc accepts the call (mallopt returns 0 for an unknown parameter); a user's own
+    MALLOC_MMAP_THRESHOLD_ is left alone."""
+    import platform
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert hardware.fix_malloc_mmap_threshold() is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert hardware.fix_malloc_mmap_threshold() is False

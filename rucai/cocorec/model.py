@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rucai.errors import UserError
+from rucai.models.layers import linear_cross_entropy
 from rucai.models.seqrec import SeqRecModule
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class CoCoRec(SeqRecModule):
         candidate_code_term: bool = True,
         warmup_steps: int = 500,
         fast_dropout: bool = True,
+        mcm_chunk: int = 256,
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
         lr: float = 1e-3,
@@ -154,6 +156,7 @@ class CoCoRec(SeqRecModule):
         self.mlm_weight, self.cl_weight, self.mask_ratio = mlm_weight, cl_weight, mask_ratio
         self.candidate_code_term = candidate_code_term
         self.warmup_steps = warmup_steps
+        self.mcm_chunk = mcm_chunk
         self.initializer_range = initializer_range
 
         self.code_emb = nn.Embedding(code_vocab, hidden_size, padding_idx=0)
@@ -272,9 +275,10 @@ class CoCoRec(SeqRecModule):
         chosen = labels >= 0  # only the chosen codes carry a label: score just those (half the rows)
         if not chosen.any():
             return fused.sum() * 0
-        # 1/tau folded into the queries: one [n, D] scaling instead of one over the [n, vocab] logits
-        logits = (F.normalize(fused[chosen], dim=-1) / self.tau) @ F.normalize(self.code_emb.weight, dim=-1).T
-        return F.cross_entropy(_fp32(logits), labels[chosen])
+        # 1/tau folded into the queries; the [n, vocab] logits are never held whole (~37k chosen codes
+        # x 3,073 tokens per Office step: ~2 GB as one F.cross_entropy), `linear_cross_entropy`
+        q = F.normalize(fused[chosen], dim=-1) / self.tau
+        return linear_cross_entropy(q, F.normalize(self.code_emb.weight, dim=-1), labels[chosen], self.mcm_chunk)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         seq = batch["seq"]

@@ -8,6 +8,7 @@ raises a traceback; `build_strategy()` instantiates strategy objects (DeepSpeed 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,10 +44,35 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return any(flag in cpuinfo.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Pin glibc's mmap threshold so large tensor buffers are returned to the OS when freed.
+
+    glibc raises its mmap threshold each time a big mmapped block is freed (up to 32 MiB), after
+    which CPU training's many short-lived activation/gradient buffers of a few MB come from the heap
+    and fragment it: CoCoRec's office_cpu run grew to 12-14 GB RSS (measured: 25 bf16 steps 4.6 GB
+    by default vs 0.8 GB pinned). Pinning the threshold (what `MALLOC_MMAP_THRESHOLD_=131072` does)
+    turns the dynamic adjustment off. A user's own MALLOC_MMAP_THRESHOLD_ wins; non-glibc: no-op.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):  # musl or no libc.so.6
+        return False
+
+
 def check(hw: Any, n_gpus: int | None = None) -> None:
-    """Raise a one-line UserError when the profile cannot run on this machine."""
+    """Raise a one-line UserError when the profile cannot run on this machine.
+
+    A CPU profile also pins glibc's mmap threshold (`fix_malloc_mmap_threshold`)."""
     wants_gpu = bool(hw.needs_gpu) or hw.accelerator in ("gpu", "cuda")
     if not wants_gpu:
+        fix_malloc_mmap_threshold()
         if str(hw.precision).startswith("bf16") and not cpu_has_bf16():
             import logging
 
