@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-from torch import nn
-
 import math
 
+import pytest
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rucai.models.layers import FastDropout, keep_mask, linear_cross_entropy, use_fast_dropout
 
@@ -79,7 +78,7 @@ def test_linear_cross_entropy_matches_full_logits_values_and_gradients(chunk):
     out = linear_cross_entropy(q, w, y, chunk=chunk)
     grads = torch.autograd.grad(out * 3, [q, w])
     assert torch.allclose(out, ref, atol=1e-6)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
