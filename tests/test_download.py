@@ -395,8 +395,9 @@ def test_download_recbole_offline(tmp_path):
         ["recbole", "--name", "ml-100k", "--url", f"{CLOSED}/ml-100k.zip"],
         ["amazon18", "--category", CAT, "--base-url", CLOSED],
         ["amazon23", "--category", "instruments", "--base-url", CLOSED],
+        ["still", "--url", f"{CLOSED}/long_form_thought_data_5k.jsonl"],
     ],
-    ids=["recbole", "amazon18", "amazon23"],
+    ids=["recbole", "amazon18", "amazon23", "still"],
 )
 def test_cli_offline_exit_2_one_line(tmp_path, args):
     out = tmp_path / "data"

@@ -127,3 +127,11 @@ def test_layer_states_positions_and_safetensors_roundtrip(tiny, tmp_path):
     assert not torch.allclose(s2[0], s[0])
     p = save_vectors(tmp_path / "v.safetensors", {"style": s[0]}, {"layer": 1})
     assert torch.equal(load_vectors(p)["style"], s[0])
+
+
+def test_layer_states_of_several_layers_in_one_pass(tiny):
+    ids = [tiny.encode("a b c"), tiny.encode("d e f g")]
+    both = layer_states(tiny.model, ids, layer=[1, 0], positions=[-1, 1])
+    assert both.shape == (2, 2, tiny.model.config.hidden_size)
+    assert torch.allclose(both[0], layer_states(tiny.model, ids, layer=1, positions=[-1, 1]))
+    assert torch.allclose(both[1], layer_states(tiny.model, ids, layer=0, positions=[-1, 1]))

@@ -106,6 +106,7 @@ __all__ = [
     "clean_text",
     "download_amazon18",
     "download_recbole",
+    "download_still",
     "fetch",
     "k_core",
     "main",
@@ -796,6 +797,22 @@ def download_crs(name: str, out_dir: str | os.PathLike, *, force: bool = False, 
             for f in CRS_FILES]
 
 
+# The STILL-2 long-form thought data (RUCAIBox, "Imitate, Explore, and Self-Improve"): 5k problems
+# with <|begin_of_thought|> ... <|end_of_thought|> chains in math, physics, chemistry, biology, code
+# and puzzles; JSON lines {question, combined_text, domain}. GLoRE's authors take their long CoTs
+# from it (their demonstration files are not published). Not verified from this offline machine:
+# pass --url when the dataset's file moves.
+STILL_URL = ("https://huggingface.co/datasets/RUC-AIBox/long_form_thought_data_5k/resolve/main/"
+             "long_form_thought_data_5k.jsonl")
+
+
+def download_still(out_dir: str | os.PathLike, *, url: str = STILL_URL, force: bool = False,
+                   timeout: float = CONNECT_TIMEOUT, quiet: bool = False) -> Path:
+    """Fetch the STILL long-form thought data to `out_dir/long_form_thought_data_5k.jsonl` (use it as
+    `method.long_cot=<file> method.long_cot_domain=math` in experiment=glore/*)."""
+    return fetch(url, Path(out_dir) / "long_form_thought_data_5k.jsonl", force=force, timeout=timeout, quiet=quiet)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rucai.data.download",
@@ -845,7 +862,11 @@ def _parser() -> argparse.ArgumentParser:
     for s in (c, i):
         s.add_argument("--base-url", default=CRS_BASE_URL, help="where <name>/<file> lives")
 
-    for s in (a, z, r, c, i):
+    t = sub.add_parser("still", help="STILL long-form thought data (long CoTs for experiment=glore/*)")
+    t.add_argument("--out", required=True, help="folder that receives long_form_thought_data_5k.jsonl")
+    t.add_argument("--url", default=STILL_URL, help="the file's URL")
+
+    for s in (a, z, r, c, i, t):
         s.add_argument("--force", action="store_true", help="download and rebuild even if outputs exist")
         s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="connect timeout in seconds")
         s.add_argument("--quiet", action="store_true")
@@ -873,6 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd in ("redial", "inspired"):
             download_crs(args.cmd, args.out, force=args.force, base_url=args.base_url, timeout=args.timeout,
                          quiet=args.quiet)
+        elif args.cmd == "still":
+            download_still(args.out, url=args.url, force=args.force, timeout=args.timeout, quiet=args.quiet)
         elif args.cmd == "amazon23":
             download_amazon23(args.category, args.out, force=args.force, base_urls=args.base_url or AMAZON23_BASE_URLS,
                               timeout=args.timeout, quiet=args.quiet)

@@ -63,6 +63,40 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
+def generate_samples(llm: Any, todo: list[tuple[Any, list[int]]], prompt: Callable[[Any], Any],
+                     sampling: dict[str, Any], chunk_size: int, seed: int, path: Path, key: str,
+                     score: Callable[[str, Any], dict[str, Any]]) -> None:
+    """Generate the missing samples and append them to `path`, one chunk of problems at a time.
+
+    `todo`: (problem, the sample indices it still lacks); `prompt(problem)`: the chat prompt;
+    `score(text, problem)`: the row's extra fields (the extracted answer, the verdict, ...). A chunk's
+    sampling seed is `seed` + a hash of its first (problem, sample), so a resumed run draws the same
+    samples as an uninterrupted one with the same chunking."""
+    import zlib
+
+    from rucai.llm.base import SamplingParams
+
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start: start + chunk_size]
+        for n in sorted({len(m) for _, m in chunk}):  # one request per distinct sample count
+            group = [(p, m) for p, m in chunk if len(m) == n]
+            prompts = [prompt(p) for p, _ in group]
+            chunk_seed = (int(seed) + zlib.crc32(f"{group[0][0].id}:{group[0][1][0]}".encode())) % 2**31
+            outputs = llm.generate(prompts, SamplingParams(**(sampling | {"n": n, "seed": chunk_seed})))
+            rows = []
+            for j, ((p, missing), out) in enumerate(zip(group, outputs, strict=True)):
+                for idx, comp in zip(missing, out.completions, strict=True):
+                    rows.append({
+                        "problem_id": p.id, "sample_idx": idx, "sampling_key": key,
+                        "benchmark": p.benchmark, "language": p.language, "tier": p.tier,
+                        "subject": p.subject, "prompt": prompts[j][-1]["content"],
+                        "response": comp.text, "num_tokens": comp.num_tokens,
+                        "finish_reason": comp.finish_reason, "gold": p.answer,
+                    } | score(comp.text, p))
+            append_rows(path, rows)
+        log.info("generated %d/%d problems", min(start + chunk_size, len(todo)), len(todo))
+
+
 def cluster_majority(answers: list[str | None], equivalent: Callable[[str, str], bool]) -> str | None:
     """The representative of the largest equivalence cluster of extracted answers (ties: first seen).
 

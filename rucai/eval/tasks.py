@@ -6,7 +6,6 @@ the dispatcher (`rucai.dispatch.run_task`) writes metrics.json."""
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,9 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
 def math_eval(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    from rucai.eval.generation import append_rows, plot_subjects, read_samples, sampling_key, summarize
+    from rucai.eval.generation import generate_samples, plot_subjects, read_samples, sampling_key, summarize
     from rucai.eval.math import extract_answer, olymmath_extract_boxed, verify
     from rucai.llm import build as build_llm
-    from rucai.llm.base import SamplingParams
     from rucai.runtime import hardware
     from rucai.utils.io import atomic_write_text
 
@@ -69,31 +67,14 @@ def math_eval(cfg: DictConfig) -> dict[str, Any]:
 
     if todo:
         llm = build_llm(cfg.llm, hardware=cfg.hardware)
-        for start in range(0, len(todo), s["chunk_size"]):
-            chunk = todo[start: start + s["chunk_size"]]
-            for n in sorted({len(m) for _, m in chunk}):  # one request per distinct sample count
-                group = [(p, m) for p, m in chunk if len(m) == n]
-                prompts = []
-                for p, _ in group:
-                    msgs = [{"role": "system", "content": s["system_prompt"]}] if s["system_prompt"] else []
-                    prompts.append(msgs + [{"role": "user", "content": p.prompt(bench.instruction)}])
-                seed = (int(cfg.seed) + zlib.crc32(f"{group[0][0].id}:{group[0][1][0]}".encode())) % 2**31
-                params = SamplingParams(**(s["sampling"] | {"n": n, "seed": seed}))
-                outputs = llm.generate(prompts, params)
-                rows = []
-                for j, ((p, missing), out) in enumerate(zip(group, outputs, strict=True)):
-                    for idx, comp in zip(missing, out.completions, strict=True):
-                        extracted = extract(comp.text)
-                        rows.append({
-                            "problem_id": p.id, "sample_idx": idx, "sampling_key": key,
-                            "benchmark": p.benchmark, "language": p.language, "tier": p.tier,
-                            "subject": p.subject, "prompt": prompts[j][-1]["content"],
-                            "response": comp.text, "num_tokens": comp.num_tokens,
-                            "finish_reason": comp.finish_reason, "gold": p.answer,
-                            "extracted": extracted, "correct": check(comp.text, p.answer),
-                        })
-                append_rows(samples_path, rows)
-            log.info("generated %d/%d problems", min(start + s["chunk_size"], len(todo)), len(todo))
+
+        def prompt(p: Any) -> list[dict[str, str]]:
+            msgs = [{"role": "system", "content": s["system_prompt"]}] if s["system_prompt"] else []
+            return msgs + [{"role": "user", "content": p.prompt(bench.instruction)}]
+
+        generate_samples(llm, todo, prompt, s["sampling"], chunk_size=s["chunk_size"], seed=int(cfg.seed),
+                         path=samples_path, key=key,
+                         score=lambda text, p: {"extracted": extract(text), "correct": check(text, p.answer)})
 
     rows = [r for r in read_samples(samples_path, key).values() if r["problem_id"] in by_id]
     for r in rows:  # rescore with the current checker/protocol: the answer and the verdict

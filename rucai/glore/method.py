@@ -27,21 +27,27 @@ INSTRUCTION = "Answer the following question step by step and put the final answ
 # regexes, matched case-insensitively from a word boundary
 REFLECTION_MARKERS = (r"wait\b", r"let me (?:re-?)?check", r"verif(?:y|ied|ying)\b", r"alternatively\b",
                       r"double[- ]check", r"let me re(?:consider|think|examine|visit)")
-_WORD = re.compile(r"\S+")
 
 
-def prompt_messages(problem: str, instruction: str = INSTRUCTION) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"{instruction} {problem}"}]
+def prompt_messages(problem: str, instruction: str = INSTRUCTION, system_prompt: str | None = None
+                    ) -> list[dict[str, str]]:
+    """The chat prompt: [system (when given), user: instruction + " " + problem]."""
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": f"{instruction} {problem}"}]
 
 
-def prompt_ids(tokenizer: Any, problem: str, answer: str | None = None, instruction: str = INSTRUCTION) -> list[int]:
-    """Token ids of the prompt with an open assistant turn (the generation prompt), followed by
-    `answer` as the assistant's text when given (not closed: the state at its last token is read)."""
-    text = tokenizer.apply_chat_template(prompt_messages(problem, instruction), tokenize=False,
+def prompt_ids(tokenizer: Any, problem: str, answer: str | None = None, instruction: str = INSTRUCTION,
+               system_prompt: str | None = None) -> list[int]:
+    """Token ids of the prompt with an open assistant turn (the generation prompt), as the hf
+    backend encodes it for generation, followed by `answer` as the assistant's text when given (not
+    closed: the state at its last token is read). A demonstration's ids therefore extend its
+    prompt's ids, so a memory key (the prompt's last token) sits where a test query is read."""
+    text = tokenizer.apply_chat_template(prompt_messages(problem, instruction, system_prompt), tokenize=False,
                                          add_generation_prompt=True)
-    if answer is not None:
-        text += answer
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if answer:
+        ids = ids + tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def truncate_cot(tokenizer: Any, cot: str, max_tokens: int) -> str:
@@ -75,14 +81,15 @@ def random_like(v: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return r * (v.float().norm() / r.norm())
 
 
-def reflection_rate(text: str, markers: Sequence[str] = REFLECTION_MARKERS) -> float:
-    """Reflection markers (`REFLECTION_MARKERS`, regexes from a word boundary) per 100 words."""
-    words = len(_WORD.findall(text))
-    if words == 0:
-        return 0.0
+def reflection_count(text: str, markers: Sequence[str] = REFLECTION_MARKERS) -> int:
+    """Occurrences of the reflection markers (`REFLECTION_MARKERS`, regexes from a word boundary)."""
     low = text.lower()
-    n = sum(len(re.findall(r"\b" + m, low)) for m in markers)
-    return 100.0 * n / words
+    return sum(len(re.findall(r"\b" + m, low)) for m in markers)
+
+
+def reflection_rate(text: str, num_tokens: int, markers: Sequence[str] = REFLECTION_MARKERS) -> float:
+    """Reflection markers per 100 generated tokens (0 for an empty response)."""
+    return 100.0 * reflection_count(text, markers) / num_tokens if num_tokens > 0 else 0.0
 
 
 def probe_accuracy(x: torch.Tensor, y: torch.Tensor, groups: Sequence[int], l2: float = 1.0, steps: int = 300) -> float:
@@ -113,3 +120,37 @@ def _fit_logistic(xs: torch.Tensor, ys: torch.Tensor, l2: float, steps: int) -> 
 
     opt.step(closure)
     return w.detach()
+
+
+def project_2d(x: torch.Tensor) -> torch.Tensor:
+    """[N, D] -> [N, 2]: the first two principal components of the centred states."""
+    xc = x.double() - x.double().mean(0)
+    _, _, v = torch.linalg.svd(xc, full_matrices=False)
+    return (xc @ v[:2].T).float()
+
+
+def plot_projection(x: torch.Tensor, y: torch.Tensor, path: Any, title: str) -> Any:
+    """Scatter of the 2-D projection, long (y=1) vs short (y=0) chains of thought; atomic write."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    z = project_2d(x)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    for label, name, color in ((1, "long CoT (R1)", "#C44E52"), (0, "short CoT (own)", "#4C72B0")):
+        sel = y == label
+        ax.scatter(z[sel, 0], z[sel, 1], s=18, c=color, label=name, alpha=0.8)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -55,40 +55,51 @@ def edit(h: torch.Tensor, v: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_states(model: Any, sequences: Iterable[Sequence[int]], layer: int, positions: Sequence[int] | int = -1,
-                 ) -> torch.Tensor:
-    """[N, D] the layer-`layer` output (0-based decoder block) of each token-id sequence at its position
-    (one per sequence, or one for all; negative = from the end). One unpadded forward per sequence."""
-    block = decoder_layers(model)[layer]
+def layer_states(model: Any, sequences: Iterable[Sequence[int]], layer: int | Sequence[int],
+                 positions: Sequence[int] | int = -1) -> torch.Tensor:
+    """The output of decoder block `layer` (0-based) for each token-id sequence at its position (one
+    per sequence, or one for all; negative = from the end): [N, D], or [len(layer), N, D] when `layer`
+    is a list (one forward serves every layer). One unpadded forward per sequence: exact."""
+    many = not isinstance(layer, int)
+    wanted = [int(x) for x in layer] if many else [int(layer)]
+    blocks = decoder_layers(model)
     seqs = [list(s) for s in sequences]
     pos = [positions] * len(seqs) if isinstance(positions, int) else list(positions)
     if len(pos) != len(seqs):
         raise ValueError(f"{len(pos)} positions for {len(seqs)} sequences")
-    grabbed: list[torch.Tensor] = []
-    handle = block.register_forward_hook(lambda mod, inp, out: grabbed.append(_hidden(out)[0].detach()))
+    grabbed: dict[int, torch.Tensor] = {}
+
+    def grab(i: int) -> Any:
+        return lambda mod, inp, out: grabbed.__setitem__(i, _hidden(out)[0].detach())
+
+    handles = [blocks[i].register_forward_hook(grab(i)) for i in wanted]
+    out: list[torch.Tensor] = []
     try:
-        out = []
         dev = next(model.parameters()).device
         for s, p in zip(seqs, pos, strict=True):
             grabbed.clear()
             model(input_ids=torch.tensor([s], device=dev), use_cache=False)
-            out.append(grabbed[-1][p].float().cpu())
+            out.append(torch.stack([grabbed[i][p].float().cpu() for i in wanted]))
     finally:
-        handle.remove()
-    return torch.stack(out) if out else torch.zeros(0)
+        for h in handles:
+            h.remove()
+    if not out:
+        return torch.zeros((len(wanted), 0, 0) if many else (0, 0))
+    states = torch.stack(out, dim=1)  # [L, N, D]
+    return states if many else states[0]
 
 
 class Steerer:
     """See the module docstring. `vectors`: prompt token ids (tuple) -> {"first": [D] | None,
-    "last": [D] | None}; `pad_id`: the padding token (rows are left-padded by the hf backend)."""
+    "last": [D] | None}; rows may be left-padded (the attention mask tells the real tokens)."""
 
-    def __init__(self, model: Any, layer: int, strength: float = 0.1, decode: bool = True, pad_id: int | None = None):
+    def __init__(self, model: Any, layer: int, strength: float = 0.1, decode: bool = True):
         self.model, self.layer, self.strength, self.decode = model, int(layer), float(strength), bool(decode)
-        self.pad_id = pad_id
         self.vectors: dict[tuple[int, ...], dict[str, torch.Tensor | None]] = {}
         self._rows: list[dict[str, torch.Tensor | None] | None] = []
         self._firsts: list[int] = []
         self._handles: list[Any] = []
+        self.misses = 0  # prefill rows whose prompt had no vectors set (left unedited)
 
     def set(self, prompt_ids: Sequence[int], first: torch.Tensor | None = None, last: torch.Tensor | None = None) -> None:
         self.vectors[tuple(int(t) for t in prompt_ids)] = {"first": first, "last": last}
@@ -109,6 +120,7 @@ class Steerer:
                 first = 0
             key = tuple(int(t) for t in row[first:].tolist())
             self._rows.append(self.vectors.get(key))
+            self.misses += key not in self.vectors
             self._firsts.append(first)
 
     def _post(self, module: Any, inputs: Any, output: Any) -> Any:

@@ -148,6 +148,8 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
     route_library_logs()
     hardware.check(cfg.hardware)
     hardware.apply_threads(cfg.hardware)
+    if cfg.hardware.accelerator == "cpu":
+        hardware.fix_malloc_mmap_threshold()  # training's freed activations go back to the OS
     root = Path(root_dir or cfg.paths.output_dir)
     ckpt_dir = root / "checkpoints"
     cb_over: dict[str, Any] = {"model_checkpoint": {"dirpath": str(ckpt_dir)}}
