@@ -157,6 +157,12 @@ def build_vectors(cfg: DictConfig, llm: Any, stage_dir: Path) -> dict[str, Any]:
     probe = probe_accuracy(x, y, list(range(len(problems))) * 2)
     plot_projection(x, y, stage_dir / "probe_pca.png",
                     title=f"layer {m.layer} last-token states (LOPO probe accuracy {probe:.2f})")
+    # a confound check: the long CoT cut to its problem's short-CoT length, so both states sit at the
+    # same depth into the answer and the probe cannot read length or position
+    short_len = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in short]
+    matched = [truncate_cot(tok, c, n) for (_, c), n in zip(demos, short_len, strict=True)]
+    h_matched = layer_states(llm.model, [ids(p, c) for p, c in zip(problems, matched, strict=True)], int(m.layer))
+    probe_matched = probe_accuracy(torch.cat([h_matched, h_short[0]]), y, list(range(len(problems))) * 2)
 
     excl = {r["problem"] for r in _read_jsonl(m.exclude_source, "method.exclude_source")}
     mem = [r["problem"] for r in _read_jsonl(m.memory_source, "method.memory_source")
@@ -174,6 +180,7 @@ def build_vectors(cfg: DictConfig, llm: Any, stage_dir: Path) -> dict[str, Any]:
     lengths = {"long_cot_tokens_mean": statistics.fmean(len(tok(c, add_special_tokens=False)["input_ids"]) for c in long),
                "short_cot_tokens_mean": statistics.fmean(len(tok(c, add_special_tokens=False)["input_ids"]) for c in short)}
     result = {"vectors": str(path), "demos": len(problems), "memory": len(mem), "probe_accuracy": probe,
+              "probe_accuracy_length_matched": probe_matched,
               "style_norm": float(style_vector(h_long[0], h_short[0]).norm()),
               "state_norm_mean": float(h_short[0].norm(dim=-1).mean())} | lengths
     atomic_write_text(stage_dir / "probe.json", json.dumps(result, indent=2) + "\n")
@@ -277,7 +284,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     sampling = OmegaConf.to_container(cfg.llm.sampling, resolve=True)
     identity = {k: v for k, v in OmegaConf.to_container(cfg.llm, resolve=True).items() if k != "sampling"}
-    table, metrics = [], {"benchmark": bench.name, "problems": len(problems), "probe_accuracy": info["probe_accuracy"]}
+    table, metrics = [], {"benchmark": bench.name, "problems": len(problems), "probe_accuracy": info["probe_accuracy"],
+                          "probe_accuracy_length_matched": info.get("probe_accuracy_length_matched")}
     for cond in m.conditions:
         cdir = out_dir / cond
         cdir.mkdir(parents=True, exist_ok=True)
@@ -324,7 +332,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     lines = [f"# GLoRE on {bench.name}: {cfg.experiment_name}", "",
              f"{len(problems)} problems x {ev.num_samples} samples (one seed per sample index; mean ± std over "
              f"them); layer {m.layer}, strength {m.strength}, decode injection {m.decode_injection}; "
-             f"probe accuracy (leave-one-problem-out) {info['probe_accuracy']:.3f}", "",
+             f"probe accuracy (leave-one-problem-out, {info['demos']} problems) {info['probe_accuracy']:.3f}; "
+             f"with the long CoT cut to the short one's length {info.get('probe_accuracy_length_matched', float('nan')):.3f}",
+             "",
              "| condition | accuracy (%) | response tokens | reflection markers / 100 tokens | responses with a marker (%) |",
              "|---|---|---|---|---|"]
     for row in table:
