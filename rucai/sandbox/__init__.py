@@ -9,7 +9,8 @@ and signals or rlimits aimed at other processes; threads stay allowed (clone wit
 Run as root, the worker first enters fresh network, IPC and mount namespaces, makes `/`
 recursively read-only and puts a private tmpfs over `/tmp`; the grandchild then drops to uid
 65534, which sheds every capability. An audit hook or RLIMIT_NPROC would not be a boundary
-(ctypes bypasses the first, root ignores the second), so neither is used.
+(ctypes bypasses the first, root ignores the second), so neither is used. Not hidden: the host's
+process list in /proc (command lines, as for any unprivileged user; there is no PID namespace).
 
 Why seccomp through ctypes and not bubblewrap: bwrap sets up its namespaces and then execs a new
 program, so every snippet would pay a full interpreter start (the cost the pool exists to avoid),
@@ -77,9 +78,11 @@ class _Worker:
         import json
         import struct
 
-        data = json.dumps(req).encode()
+        body = json.dumps(req).encode()
+        data = memoryview(struct.pack(">I", len(body)) + body)
         try:
-            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+            while data:
+                data = data[self.proc.stdin.write(data):]
         except OSError:
             self.close()
             return None

@@ -7,7 +7,9 @@ then answers every request `{"code", "timeout_s", "memory_mb"}` with one result 
 
 Layers, applied once per worker (root only; each one that fails is recorded, not skipped silently):
   net/ipc namespace    an empty network namespace: no interface but a downed loopback
-  mount namespace      `/` recursively read-only, a private size-capped tmpfs over `/tmp`
+  mount namespace      `/` recursively read-only, a private size-capped tmpfs over `/tmp`; a
+                       directory uid 65534 cannot enter on the way to the interpreter (a 0700
+                       /root holding pyenv) is replaced by a tmpfs showing only that way
 and per snippet, in the forked grandchild, after everything the wrapper needs is imported:
   session + PDEATHSIG  a new session (no controlling tty); killed with the worker
   rlimits              CPU time, address space, file size, open files, no core files
@@ -24,6 +26,7 @@ import atexit
 import builtins
 import ctypes
 import errno
+import gc
 import json
 import linecache
 import math
@@ -49,7 +52,8 @@ NOFILE = 64
 
 CLONE_THREAD = 0x00010000
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+CLONE_NEW_ANY = (CLONE_NEWNS, 0x02000000, 0x04000000, CLONE_NEWIPC, 0x10000000, 0x20000000, CLONE_NEWNET)
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 NR_MOUNT_SETATTR = 442  # the same on every architecture (syscalls >= 424 are unified)
@@ -60,7 +64,8 @@ SCMP_ACT_NOTIFY = 0x7FC00000
 SCMP_CMP_NE, SCMP_CMP_MASKED_EQ = 1, 7
 
 
-def SCMP_ACT_ERRNO(e: int) -> int:  # noqa: N802 - libseccomp's macro name
+def scmp_act_errno(e: int) -> int:
+    """libseccomp's scmp_act_errno(e): the call fails with errno `e`."""
     return 0x00050000 | (e & 0xFFFF)
 
 
@@ -109,7 +114,10 @@ class Seccomp:
     """libseccomp through ctypes: the filter is compiled in each grandchild (its pid is in the rules)."""
 
     def __init__(self, notify: bool):
-        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as e:
+            raise OSError(f"{e} (Debian/Ubuntu: apt-get install libseccomp2)") from None
         lib.seccomp_init.restype = ctypes.c_void_p
         lib.seccomp_init.argtypes = [ctypes.c_uint32]
         lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
@@ -119,12 +127,13 @@ class Seccomp:
         lib.seccomp_notify_fd.argtypes = [ctypes.c_void_p]
         lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         lib.seccomp_api_get.restype = ctypes.c_uint
-        lib.seccomp_notify_alloc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.seccomp_notify_receive.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        lib.seccomp_notify_respond.argtypes = [ctypes.c_int, ctypes.c_void_p]
         self.lib = lib
         # API level 5: SCMP_ACT_NOTIFY and the notification calls (kernel >= 5.0, libseccomp >= 2.5)
         self.notify = notify and lib.seccomp_api_get() >= 5
+        if self.notify:
+            lib.seccomp_notify_alloc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            lib.seccomp_notify_receive.argtypes = [ctypes.c_int, ctypes.c_void_p]
+            lib.seccomp_notify_respond.argtypes = [ctypes.c_int, ctypes.c_void_p]
         self.names: dict[int, str] = {}
         self.unknown: list[str] = []
         for name in (*REFUSED, *NOT_SELF, "clone", "clone3", "prlimit64"):
@@ -143,7 +152,7 @@ class Seccomp:
 
     def load(self) -> int:
         """Install the filter on this process; return the notification fd (-1 without notify)."""
-        lib, act = self.lib, (SCMP_ACT_NOTIFY if self.notify else SCMP_ACT_ERRNO(errno.EPERM))
+        lib, act = self.lib, (SCMP_ACT_NOTIFY if self.notify else scmp_act_errno(errno.EPERM))
         ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
         if not ctx:
             raise OSError("seccomp_init failed")
@@ -163,10 +172,13 @@ class Seccomp:
             for name in NOT_SELF:
                 rule(act, name, (0, SCMP_CMP_NE, me, 0))
             rule(act, "prlimit64", (0, SCMP_CMP_NE, 0, 0))  # glibc's setrlimit is prlimit64(0, ...)
-            # a thread is allowed, any other clone (fork, vfork, posix_spawn) is refused
+            # a thread is allowed, any other clone (fork, vfork, posix_spawn) is refused, and so is
+            # a thread asking for a new namespace (rules for one call are alternatives)
             rule(act, "clone", (0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0))
+            for flag in CLONE_NEW_ANY:
+                rule(act, "clone", (0, SCMP_CMP_MASKED_EQ, flag, flag))
             # clone3 hides its flags behind a pointer: ENOSYS makes glibc fall back to clone (above)
-            rule(SCMP_ACT_ERRNO(errno.ENOSYS), "clone3")
+            rule(scmp_act_errno(errno.ENOSYS), "clone3")
             rc = lib.seccomp_load(ctx)  # sets no_new_privs first (libseccomp's default)
             if rc != 0:
                 raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")
@@ -188,10 +200,25 @@ class Seccomp:
         return self.names.get(req.contents.data.nr, f"syscall {req.contents.data.nr}")
 
 
+_LIBC = None
+
+
 def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.syscall.restype = ctypes.c_long
+    return _LIBC
+
+
+def _close_range(first: int, last: int) -> None:
+    if first > last:
+        return
+    libc = _libc()
+    if hasattr(libc, "close_range"):  # glibc >= 2.34: one call instead of one per possible fd
+        _check(libc.close_range(ctypes.c_uint(first), ctypes.c_uint(last), 0), "close_range")
+    else:
+        os.closerange(first, min(last + 1, os.sysconf("SC_OPEN_MAX")))
 
 
 def _check(rc: int, what: str) -> None:
@@ -205,7 +232,8 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
     seccomp = Seccomp(notify)
     layers: dict = {"seccomp": True, "seccomp_notify": seccomp.notify, "unfiltered_syscalls": seccomp.unknown,
                     "net_namespace": False, "ipc_namespace": False, "mount_namespace": False,
-                    "readonly_root": False, "private_tmp": False,
+                    "readonly_root": False, "private_tmp": False, "revealed_for_uid_65534": [],
+                    "closed_to_snippets": [],
                     "uid": NOBODY if os.geteuid() == 0 else os.geteuid(),
                     "rlimits": ["cpu", "as", "fsize", "nofile", "core"]}
     if os.geteuid() != 0:
@@ -218,17 +246,84 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
         _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         layers["mount_namespace"] = True
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-        attr = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
-        _check(libc.syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/",
-                            ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
-               "mount_setattr(/, AT_RECURSIVE, RDONLY)")
+        _setattr_ro(libc, "/")
         layers["readonly_root"] = True
-        opts = f"size={TMPFS_SIZE_MB}m,mode=0755".encode()
-        _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount tmpfs /tmp")
+        needed = _python_paths()
+        # a private, writable /tmp for the snippets' working directories; python files under /tmp stay
+        _cover(libc, "/tmp", _children_towards("/tmp", needed), f"size={TMPFS_SIZE_MB}m", writable=True)
         layers["private_tmp"] = True
+        layers["revealed_for_uid_65534"] = _reveal(libc, needed)
     except OSError as e:
         layers["namespace_error"] = str(e)
+    # without the mount namespace a closed directory (a 0700 /root) hides the interpreter's own
+    # files from uid 65534: imports that the worker has not done already then fail in the snippet
+    layers["closed_to_snippets"] = sorted({_first_closed_dir(p) for p in _python_paths()} - {None})
     return seccomp, layers
+
+
+def _python_paths() -> set[str]:
+    """What the interpreter reads at import time: its prefixes and every existing sys.path entry."""
+    paths = (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix,
+             os.path.dirname(sys.executable), *sys.path)
+    return {os.path.realpath(p) for p in paths if p and os.path.exists(p)}
+
+
+def _children_towards(d: str, paths: set[str]) -> set[str]:
+    return {os.path.relpath(p, d).split(os.sep)[0] for p in paths if p.startswith(d.rstrip("/") + "/")}
+
+
+def _first_closed_dir(path: str) -> str | None:
+    """The first directory on `path` that uid 65534 may not enter, if any."""
+    cur = "/"
+    for part in path.strip("/").split("/"):
+        st = os.stat(cur)
+        bit = 0o100 if st.st_uid == NOBODY else 0o010 if st.st_gid == NOBODY else 0o001
+        if not st.st_mode & bit:
+            return cur
+        cur = os.path.join(cur, part)
+    return None
+
+
+def _reveal(libc, needed: set[str]) -> list[str]:
+    """Let uid 65534 reach the interpreter's files when a closed directory (a 0700 /root holding
+    pyenv) is in the way: that directory becomes a read-only tmpfs holding only the entries on the
+    way to them, bound from the original. The rest of it stays invisible to the snippet."""
+    covered: list[str] = []
+    for _ in range(16):
+        closed = {_first_closed_dir(p) for p in needed} - {None}
+        if not closed:
+            return covered
+        d = min(closed, key=len)
+        _cover(libc, d, _children_towards(d, needed), "size=64k", writable=False)
+        covered.append(d)
+    raise OSError(errno.ELOOP, f"could not open a path to the interpreter's files: {sorted(needed)}")
+
+
+def _cover(libc, d: str, keep: set[str], size: str, writable: bool) -> None:
+    """Mount a fresh tmpfs over `d`, then bind (read-only) the original entries `keep` back into it."""
+    orig = os.open(d, os.O_PATH | os.O_DIRECTORY)
+    try:
+        _check(libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0755".encode()),
+               f"mount tmpfs {d}")
+        for name in sorted(keep):
+            src, dst = f"/proc/self/fd/{orig}/{name}", os.path.join(d, name)
+            if os.path.isdir(src):
+                os.mkdir(dst)
+            else:
+                os.close(os.open(dst, os.O_CREAT | os.O_WRONLY, 0o644))
+            _check(libc.mount(src.encode(), dst.encode(), None, MS_BIND | MS_REC, None), f"bind {dst}")
+            _setattr_ro(libc, dst)
+    finally:
+        os.close(orig)
+    if not writable:
+        _setattr_ro(libc, d)
+
+
+def _setattr_ro(libc, path: str) -> None:
+    attr = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
+    _check(libc.syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                        ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr({path}, AT_RECURSIVE, RDONLY)")
 
 
 def _exit_code_for(e: BaseException) -> int:
@@ -257,12 +352,12 @@ def run_snippet(code: str) -> int:
         rc = EXIT_OK if e.code in (None, 0) else EXIT_ERROR
         if e.code not in (None, 0) and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
-    except BaseException as e:  # noqa: BLE001 - everything the snippet raises is its result
+    except BaseException as e:  # everything the snippet raises is its result
         rc = _exit_code_for(e)
         try:
             tb = e.__traceback__.tb_next if e.__traceback__ is not None else None  # drop this frame
             traceback.print_exception(type(e), e, tb)
-        except BaseException:  # noqa: BLE001 - e.g. MemoryError while formatting
+        except BaseException:  # e.g. MemoryError while formatting
             os.write(2, f"{type(e).__name__}\n".encode())
     try:
         atexit._run_exitfuncs()
@@ -271,12 +366,12 @@ def run_snippet(code: str) -> int:
             threading._shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - the code's own exit problems do not change how it ended
+    except BaseException:  # the code's own exit problems do not change how it ended
         pass
     return rc
 
 
-def grandchild(seccomp: Seccomp, layers: dict, req: dict, workdir: str, fds: dict, sock: socket.socket) -> None:
+def grandchild(seccomp: Seccomp, req: dict, workdir: str, fds: dict, sock: socket.socket) -> None:
     """Everything between fork and the snippet; never returns."""
     try:
         os.setsid()
@@ -287,8 +382,8 @@ def grandchild(seccomp: Seccomp, layers: dict, req: dict, workdir: str, fds: dic
         os.dup2(fds["out"], 1)
         os.dup2(fds["err"], 2)
         keep = sock.fileno()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 16)
+        _close_range(3, keep - 1)
+        _close_range(keep + 1, 0xFFFFFFFF)  # every inherited fd but the hand-over socket
         os.chdir(workdir)
         os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
         tempfile.tempdir = None
@@ -305,6 +400,9 @@ def grandchild(seccomp: Seccomp, layers: dict, req: dict, workdir: str, fds: dic
             os.setgroups([])
             os.setresgid(NOBODY, NOBODY, NOBODY)
             os.setresuid(NOBODY, NOBODY, NOBODY)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
         atexit._clear()
         nfd = seccomp.load()
         # tell the worker the filter is in place (and hand over the notification fd), then let go
@@ -313,10 +411,7 @@ def grandchild(seccomp: Seccomp, layers: dict, req: dict, workdir: str, fds: dic
         if nfd >= 0:
             os.close(nfd)
         sock.close()
-        sys.stdin = open(0, encoding="utf-8", closefd=False)
-        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, line_buffering=True)
-    except BaseException as e:  # noqa: BLE001 - reported to the worker as a setup failure
+    except BaseException as e:  # reported to the worker as a setup failure
         try:
             os.write(2, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
         finally:
@@ -339,6 +434,7 @@ class Worker:
             self.send({"error": f"{e}"})
             raise SystemExit(1) from None
         self.send({"isolation": self.layers})
+        gc.freeze()  # what the worker holds now is never collected in a grandchild: fewer copied pages
 
     def send(self, msg: dict) -> None:
         data = json.dumps(msg).encode()
@@ -383,7 +479,7 @@ class Worker:
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
-            grandchild(self.seccomp, self.layers, req, workdir, fds, child_sock)
+            grandchild(self.seccomp, req, workdir, fds, child_sock)
         child_sock.close()
         os.close(out_w)
         os.close(err_w)
@@ -473,12 +569,15 @@ class Worker:
             state = "ok"
         else:
             state = "error"
-        if code < 0 and not killed:
-            err += f"\n[sandbox] killed by signal {signal.Signals(-code).name}"
-        elif killed:
-            err += f"\n[sandbox] wall-clock limit of {req['timeout_s']} s reached: killed"
+        notes = []
+        if killed:
+            notes.append(f"wall-clock limit of {req['timeout_s']} s reached: killed")
+        elif code < 0:
+            notes.append(f"killed by signal {signal.strsignal(-code) or -code}")
         if refused:
-            err += f"\n[sandbox] refused {n_refused} system call(s): {', '.join(refused)}"
+            notes.append(f"refused {n_refused} system call(s): {', '.join(refused)}")
+        if notes:
+            err += ("" if not err or err.endswith("\n") else "\n") + "".join(f"[sandbox] {n}\n" for n in notes)
         return {"status": state, "stdout": out, "stderr": err, "seconds": seconds, "refused": refused,
                 "exit_code": code, "cpu_seconds": cpu}
 
@@ -489,7 +588,7 @@ class Worker:
                 return
             try:
                 reply = self.execute(req)
-            except Exception as e:  # noqa: BLE001 - the parent turns it into one readable line
+            except Exception as e:  # the parent turns it into one readable line
                 reply = {"setup_error": f"worker: {type(e).__name__}: {e}"}
             try:
                 self.send(reply)
