@@ -162,7 +162,7 @@ def test_simulator_sft_then_auc_with_the_tuned_model(tmp_path, tiny_data_dir):
 
 
 def test_warmup_cosine_and_assistant_only_labels():
-    from rucai.grsu.sft import encode_example, warmup_cosine
+    from rucai.llm.sft import encode_example, warmup_cosine
 
     assert warmup_cosine(0, 10, 110, 0.1) == 0.0 and warmup_cosine(5, 10, 110, 0.1) == 0.5
     assert warmup_cosine(10, 10, 110, 0.1) == pytest.approx(1.0)

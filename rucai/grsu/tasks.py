@@ -232,7 +232,8 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
         from torch.utils.data import DataLoader
 
         from rucai import runtime
-        from rucai.grsu.sft import SimulatorSFT, collate, encode_example, scoring_examples
+        from rucai.grsu.sft import scoring_examples
+        from rucai.llm.sft import ChatSFT, collate, encode_example
 
         train, _, catalogue = _data(cfg)
         path = _hf_folder(cfg)
@@ -248,7 +249,7 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
         runtime.seed(cfg)
         model = runtime.load_causal_lm(path, cfg.hardware, dtype="float32")
         total = len(loader) * int(f.epochs)
-        module = SimulatorSFT(model, float(f.lr), min(int(f.warmup_steps), max(total // 10, 1)) if total < int(f.warmup_steps)
+        module = ChatSFT(model, float(f.lr), min(int(f.warmup_steps), max(total // 10, 1)) if total < int(f.warmup_steps)
                               else int(f.warmup_steps), total, float(f.min_lr_ratio), bool(f.lora), int(f.lora_r))
         trainer = runtime.trainer(cfg, st.dir, monitor=False, validate=False, max_epochs=int(f.epochs))
         t0 = time.perf_counter()

@@ -37,7 +37,12 @@ def run_programs(codes: Sequence[str], timeout_s: float = 5.0, memory_mb: int = 
     """Run each program in the sandbox; results in order."""
     if not codes:
         return []
-    results = _sandbox().run_many(list(codes), timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)
+    sb = _sandbox()
+    try:
+        results = sb.run_many(list(codes), timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)
+    except sb.SandboxUnavailable as e:
+        raise UserError(f"the sandbox cannot run on this machine ({str(e).splitlines()[0]}); generated code is never "
+                        f"run unconfined") from e
     return [Run(str(r.status), r.stdout or "", getattr(r, "stderr", "") or "") for r in results]
 
 

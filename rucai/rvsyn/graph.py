@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -194,15 +194,6 @@ def literal_value(node: ast.expr) -> Fraction | None:
     return None
 
 
-def operators(fn: dict[str, Any]) -> list[str]:
-    """The arithmetic operators of a function's body, in AST walk order."""
-    try:
-        node = parse_function(fn["source"])
-    except (SyntaxError, ValueError):
-        return []
-    return [type(n.op).__name__ for n in ast.walk(node) if isinstance(n, ast.BinOp | ast.UnaryOp)]
-
-
 # -------------------------------------------------------------------------------------------- graphs
 
 
@@ -265,11 +256,6 @@ def signature(graph: dict[str, Any]) -> str:
     """A hash of what a graph computes (functions, wiring, inputs): duplicates share it."""
     blob = json.dumps({"steps": graph["steps"], "inputs": graph["inputs"]}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def shape_signature(graph: dict[str, Any]) -> str:
-    """A hash of the wiring alone (functions and edges, not the input values)."""
-    return hashlib.sha1(json.dumps(graph["steps"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ programs
@@ -367,7 +353,3 @@ def parse_program_output(stdout: str) -> list[dict[str, Any]] | None:
             return None
         return out if isinstance(out, list) else None
     return None
-
-
-def graph_values_ok(values: Iterable[str]) -> bool:
-    return all(to_number(v) is not None for v in values)
