@@ -268,12 +268,9 @@ def plot(df, root: str | Path, metric: str | None = None) -> Path | None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric} over {len(df)} runs")
     fig.tight_layout()
-    out = Path(root) / "results.png"
-    tmp = out.with_name(".results.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    from rucai.utils.io import save_figure
+
+    return save_figure(fig, Path(root) / "results.png")
 
 
 def _split_metrics(values: list[str] | None) -> list[str] | None:

@@ -31,10 +31,6 @@ def score_heatmap(scores, layers: list[int], keep: dict[int, list[int]], path: s
     ax.set_title(title or "EASY-EP scores (row-normalised); red: kept")
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from rucai.utils.io import save_figure
+
+    return save_figure(fig, path)

@@ -24,11 +24,7 @@ def _gpu_gate(cfg: DictConfig) -> None:
 
     hardware.check(cfg.hardware)
     if cfg.method.needs_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"experiment {cfg.experiment_name} needs a CUDA GPU (a model this size cannot be "
-                            "scored on CPU); run it on a GPU node, or try experiment=easyep/tiny_dsv3")
+        hardware.require_cuda(cfg.experiment_name, "a model this size cannot be scored on CPU", "easyep/tiny_dsv3")
 
 
 def placement(cfg: DictConfig) -> dict[str, Any]:

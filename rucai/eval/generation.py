@@ -172,8 +172,6 @@ def plot_subjects(metrics: dict[str, Any], path: Path, title: str) -> Path | Non
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from rucai.utils.io import save_figure
+
+    return save_figure(fig, path)

@@ -149,8 +149,6 @@ def plot_projection(x: torch.Tensor, y: torch.Tensor, path: Any, title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from rucai.utils.io import save_figure
+
+    return save_figure(fig, path)

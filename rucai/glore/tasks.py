@@ -51,11 +51,8 @@ def _preflight(cfg: DictConfig) -> None:
     hardware.apply_threads(cfg.hardware)
     m = _settings(cfg)
     if m.needs_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"experiment {cfg.experiment_name} needs a CUDA GPU (a 7-8B model generating up to "
-                            f"10,000 tokens per problem); run it on a GPU node, or try experiment=glore/smollm2")
+        hardware.require_cuda(cfg.experiment_name, "a 7-8B model generating up to 10,000 tokens per problem",
+                              "glore/smollm2")
     backend = OmegaConf.select(cfg, "llm.backend")
     if backend != "hf":
         raise UserError(f"GLoRE edits hidden states with forward hooks: it needs llm.backend=hf (got {backend}); "

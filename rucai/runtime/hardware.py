@@ -68,6 +68,14 @@ def fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
         return False
 
 
+def require_cuda(experiment: str, why: str, instead: str) -> None:
+    """One line when an experiment that only makes sense on a GPU (a paper-size model) meets a machine
+    without one, whatever its hardware profile says: `why` names the work, `instead` a CPU experiment."""
+    if visible_gpus() == 0:
+        raise UserError(f"experiment {experiment} needs a CUDA GPU ({why}); run it on a GPU node, "
+                        f"or try experiment={instead}")
+
+
 def check(hw: Any, n_gpus: int | None = None) -> None:
     """Raise a one-line UserError when the profile cannot run on this machine."""
     wants_gpu = bool(hw.needs_gpu) or hw.accelerator in ("gpu", "cuda")

@@ -47,11 +47,8 @@ def _preflight(cfg: DictConfig) -> None:
     hardware.apply_threads(cfg.hardware)
     m = _settings(cfg)
     if m.needs_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"experiment {cfg.experiment_name} needs a CUDA GPU (full fine-tuning of an 8B model, then "
-                            f"MATH-500 generation); run it on a GPU node, or try experiment=rvsyn/gsm8k_cpu (synthesis only)")
+        hardware.require_cuda(cfg.experiment_name, "full fine-tuning of an 8B model, then MATH-500 generation",
+                              "rvsyn/gsm8k_cpu (synthesis only)")
     from rucai.llm import check as check_llm
 
     check_llm(cfg.get("llm"), cfg.hardware)

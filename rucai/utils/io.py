@@ -50,6 +50,21 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG, written to a hidden temporary name and renamed; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def append_csv_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Append one row to a CSV file, rewriting it atomically when the header changes."""
     import csv
