@@ -96,7 +96,8 @@ class RNGState(L.Callback):
 
 class SignalCheckpoint(L.Callback):
     """Saves `<dirpath>/last.ckpt` when SLURM's pre-timeout signal (submitit: SIGUSR2) or SIGTERM
-    arrives, mid-epoch, at the end of the training batch in flight; then hands the signal to the
+    arrives, mid-epoch, at the end of the training batch in flight (at the end of the epoch, after its
+    validation, when that batch is the last); then hands the signal to the
     handler that was installed before (submitit requeues the job, Lightning stops on SIGTERM); see
     `rucai.runtime.signals`. A requeued job rerun with `ckpt_path=last` continues from that step,
     so a slow allocation still makes progress between requeues."""
@@ -124,6 +125,11 @@ class SignalCheckpoint(L.Callback):
         self.signals.forward()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Not at the epoch's last batch: Lightning resumes a checkpoint saved at that batch's end in the
+        # next epoch, so the validation of this one would never run. The save waits for the epoch's end
+        # (after its validation): `slurm.signal_delay_s` must cover one validation.
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
         self._handle_pending(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

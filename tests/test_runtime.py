@@ -129,3 +129,64 @@ def test_resumed_checkpointing_overwrites_last_ckpt(tmp_path):
               enable_model_summary=False, default_root_dir=str(tmp_path)).fit(Tiny(), data)
     assert sorted(p.name for p in tmp_path.glob("last*.ckpt")) == ["last.ckpt"]
     assert (tmp_path / "last.ckpt").stat().st_size > 5  # overwritten with the real checkpoint
+
+
+class _Requeued(Exception):
+    """What submitit's requeue handler does to the process: it ends it."""
+
+
+@pytest.mark.parametrize("signal_batch", [0, 2, 3])  # mid-epoch, the batch before last, the last batch
+def test_signal_checkpoint_resume_keeps_every_validation_row(tmp_path, signal_batch):
+    """A pre-timeout signal at any batch of epoch 1 saves last.ckpt; the process then ends (submitit
+    requeues it) and the rerun resumes from last.ckpt. Every epoch must still get its one validation
+    row. On the last batch Lightning would resume a checkpoint saved at that batch's end in the next
+    epoch, skipping the validation of the epoch the signal came in: SignalCheckpoint defers the save
+    to the end of that epoch, after its validation."""
+    import csv
+
+    import lightning as L
+    import torch
+
+    from rucai.callbacks import EvalCSV, SignalCheckpoint
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.w(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", self.w(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class SignalAt(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == signal_batch and not trainer.fit_loop.restarting:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    def fit(ckpt_path=None, extra=()):
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+        val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+        trainer = L.Trainer(max_epochs=3, callbacks=[*extra, EvalCSV(str(tmp_path)),
+                                                     SignalCheckpoint(str(tmp_path / "ckpt"))],
+                            logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+        trainer.fit(Tiny(), data, val, ckpt_path=ckpt_path)
+
+    def requeue(signum, frame):
+        raise _Requeued
+
+    before = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(_Requeued):
+            fit(extra=[SignalAt()])
+        assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+        fit(ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "val.csv"))]
+    assert epochs == [0, 1, 2]
