@@ -101,6 +101,7 @@ __all__ = [
     "AMAZON23_BASE_URLS",
     "amazon23_urls",
     "download_amazon23",
+    "download_amazon23_images",
     "DownloadError",
     "amazon18_outputs",
     "clean_text",
@@ -780,6 +781,66 @@ def download_amazon23(
             for name, urls in amazon23_urls(category, base_urls).items()]
 
 
+def amazon23_image_urls(data_dir: str | os.PathLike, category: str, size: str = "large") -> dict[str, str]:
+    """parent_asin -> the URL of its main image, for every item of the category's 5-core splits in
+    `data_dir` (the authors' `mm_data_download.py` choice: the MAIN variant, else the first image;
+    its `size` URL, else the last one listed). Items without images are left out."""
+    import csv
+    import gzip
+    import json
+
+    from rucai.data.amazon2023 import main_image_url
+
+    category = AMAZON23_CATEGORIES.get(category, category)
+    d = Path(data_dir)
+    asins: set[str] = set()
+    for split in ("train", "valid", "test"):
+        f = d / f"{category}.{split}.csv.gz"
+        if not f.is_file():
+            raise DownloadError(f"{f} not found: python -m rucai.data.download amazon23 --category {category} --out {d}")
+        with gzip.open(f, "rt", encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                asins.add(row["parent_asin"])
+                asins.update((row.get("history") or "").split())
+    meta = d / f"meta_{category}.jsonl.gz"
+    if not meta.is_file():
+        raise DownloadError(f"{meta} not found: python -m rucai.data.download amazon23 --category {category} --out {d}")
+    urls: dict[str, str] = {}
+    with gzip.open(meta, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            a = rec.get("parent_asin")
+            if a in asins:
+                url = main_image_url(rec.get("images") or [], size)
+                if url:
+                    urls[a] = url
+    return urls
+
+
+def download_amazon23_images(category: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                             *, size: str = "large", force: bool = False, timeout: float = CONNECT_TIMEOUT,
+                             quiet: bool = False) -> dict[str, int]:
+    """Each item's main image as `<out_dir>/<parent_asin>.jpg` (default `<data_dir>/images`, one folder
+    for every category: ASINs are unique),
+    for UTGRec's image branch (`method.tokenizer.image_dir`). Existing files are kept; an image the
+    server refuses is skipped and counted (the authors go on without it); no network stops at once."""
+    category = AMAZON23_CATEGORIES.get(category, category)
+    urls = amazon23_image_urls(data_dir, category, size)
+    out = Path(out_dir) if out_dir is not None else Path(data_dir) / "images"
+    counts = {"items_with_image": len(urls), "downloaded_or_kept": 0, "failed": 0}
+    for asin, url in sorted(urls.items()):
+        try:
+            fetch(url, out / f"{asin}.jpg", force=force, timeout=timeout, quiet=True)
+            counts["downloaded_or_kept"] += 1
+        except DownloadError as e:
+            if "no network" in str(e):
+                raise
+            counts["failed"] += 1
+    _log(f"{category}: {counts['downloaded_or_kept']} of {counts['items_with_image']} images in {out} "
+         f"({counts['failed']} refused by the server)", quiet)
+    return counts
+
+
 # ReDial / INSPIRED test dialogues in the format `rucai.grsu.data` reads (He et al.'s zero-shot CRS
 # release, pinned commit; the GRSU authors process the same CRSLab data into their own jsonl)
 CRS_BASE_URL = ("https://raw.githubusercontent.com/AaronHeee/LLMs-as-Zero-Shot-Conversational-RecSys/"
@@ -847,6 +908,12 @@ def _parser() -> argparse.ArgumentParser:
     z.add_argument("--out", required=True, help="folder that receives the files (use as data.dir)")
     z.add_argument("--base-url", action="append", help="mirror base URL (repeatable; default: McAuley lab, HF)")
 
+    im = sub.add_parser("amazon23-images", help="each Amazon 2023 item's main image (UTGRec's image branch)")
+    im.add_argument("--category", required=True, help="as for amazon23")
+    im.add_argument("--data-dir", required=True, help="the folder `amazon23` downloaded into (splits + meta)")
+    im.add_argument("--out", help="folder for <parent_asin>.jpg (default <data-dir>/images, shared by the categories)")
+    im.add_argument("--size", default="large", help="image size key (default large, the authors')")
+
     r = sub.add_parser("recbole", help="RecBole atomic dataset zip -> <out>/<name>/<name>.inter/.item/.user")
     r.add_argument(
         "--name", required=True, help=f"dataset name ({', '.join(sorted(RECBOLE_URLS))}, or any with --url)"
@@ -866,7 +933,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="folder that receives long_form_thought_data_5k.jsonl")
     t.add_argument("--url", default=STILL_URL, help="the file's URL")
 
-    for s in (a, z, r, c, i, t):
+    for s in (a, z, im, r, c, i, t):
         s.add_argument("--force", action="store_true", help="download and rebuild even if outputs exist")
         s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="connect timeout in seconds")
         s.add_argument("--quiet", action="store_true")
@@ -896,6 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          quiet=args.quiet)
         elif args.cmd == "still":
             download_still(args.out, url=args.url, force=args.force, timeout=args.timeout, quiet=args.quiet)
+        elif args.cmd == "amazon23-images":
+            download_amazon23_images(args.category, args.data_dir, args.out, size=args.size, force=args.force,
+                                     timeout=args.timeout, quiet=args.quiet)
         elif args.cmd == "amazon23":
             download_amazon23(args.category, args.out, force=args.force, base_urls=args.base_url or AMAZON23_BASE_URLS,
                               timeout=args.timeout, quiet=args.quiet)

@@ -22,6 +22,15 @@ class TokenizerSettings:
     llm: str = "Qwen/Qwen2-VL-2B-Instruct"  # backbone=mllm: the model (a local folder offline)
     gradient_checkpointing: bool = True  # backbone=mllm (the authors' trainer)
     allow_cpu: bool = False  # backbone=mllm on a CPU (tiny test models only)
+    # backbone=mllm, the authors' image branch: the item's image in the encoder's prompt and a second
+    # decoder reconstructing its VAE latents with a diffusion loss (rucai/utgrec/{vae,diffusion}.py)
+    image_branch: bool = False
+    image_dir: Any = None  # <parent_asin>.jpg per item (python -m rucai.data.download amazon23-images)
+    vae_path: Any = None  # MAR's KL-16 VAE (kl16.ckpt, github.com/LTH14/mar)
+    image_size: int = 256  # centre crop for the VAE: 16 x 16 latent tokens
+    diffloss_width: int = 1024  # diffloss_w
+    diffloss_depth: int = 3  # diffloss_d
+    diffusion_batch_mul: int = 4
     encoder: str = "all-minilm-l6-v2"  # backbone=text: frozen token states; authors: Qwen2-VL-2B + LoRA
     max_tokens: int = 128  # authors: text cut to 1,024 tokens
     head_layers: int = 2

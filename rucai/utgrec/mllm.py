@@ -29,14 +29,21 @@ Follows the authors' `MMTokenizerModel` (`RUCAIBox/UTGRec` `model.py`), `Collato
   `gradient_checkpointing=True` checkpoints the LLM (non-reentrant), as the authors' trainer does.
 - **Losses** as the text path: total = (L_text + 5 L_img) + 0.03 (L_text_pos + 5 L_img_pos)
   + 200 L_vq + 0.01 L_cl, InfoNCE on the pre-quantisation states h.
-- **Image branch: not built.** The authors' image decoder needs the MAR KL-16 VAE weights and a
-  diffusion MLP head (`diffloss.py`); `image_loss` returns 0 and a batch that carries images
-  (`pixel_values`, `input_images`) stops with a `UserError`; image-free items use the authors'
-  no-image prompt.
+- **Image branch** (`image_branch=True`; off by default, and then a batch that carries images
+  stops in one line). The encoder sees the item's image (Qwen2-VL `pixel_values`/`image_grid_thw`
+  through the processor, the image prompt); the image decoder is a second 1-layer bidirectional
+  Qwen2-VL text model over `[adapter_c2l(quantised codes) ; latent tokens]`, where the latent
+  tokens are `vision_proj` of the 256 (16 x 16) tokens of the frozen KL-16 VAE latent of the
+  item's 256x256 centre crop (`rucai.utgrec.vae`, x 0.2325), a learned `vision_mask_token` in place
+  of each masked token (`mlm_probability` 1.0: all of them); its states condition the diffusion
+  loss (`rucai.utgrec.diffusion.DiffLoss`: MLP 1024 wide, 3 blocks, 4 draws per token) on the
+  masked tokens. Items without an image have an all-zero mask (no image loss, the no-image
+  prompt); a batch with no image at all gives 0, where the authors' masked mean is 0/0 = NaN.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,8 +69,10 @@ IMAGE_KEYS = ("pixel_values", "image_grid_thw", "input_images", "input_image_mas
 BATCH_KEYS = ("item", "input_ids", "attention_mask", "code_token_indices", "pos_input_ids", "pos_attention_mask",
               "pos_code_token_indices", "text_input", "text_labels", "text_mask", "pos_text_input",
               "pos_text_labels", "pos_text_mask")
-NO_IMAGE_BRANCH = ("the image branch is not built (no VAE / diffusion head on this path); "
-                   "give image-free batches (drop pixel_values/input_images)")
+NO_IMAGE_BRANCH = ("this tokenizer has no image branch (method.tokenizer.image_branch=false); "
+                   "set image_branch=true with a vae_path, or give image-free batches")
+IMAGE_PAD = "<|image_pad|>"  # Qwen2-VL's image placeholder token
+IMAGE_TOKENS = 256  # a 256x256 crop through the stride-16 VAE: 16 x 16 latent tokens
 
 
 def code_token_names(code_num: int = 3) -> list[str]:
@@ -148,6 +157,14 @@ class MLLMUTGTokenizer(UTGTokenizerBase):
         cl_weight: float = 0.01,
         image_weight: float = 5.0,
         gradient_checkpointing: bool = False,
+        image_branch: bool = False,
+        vae_path: str | None = None,
+        vae_embed_dim: int = 16,
+        vae_channels: int = 128,
+        vae_ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
+        diffloss_width: int = 1024,
+        diffloss_depth: int = 3,
+        diffusion_batch_mul: int = 4,
     ) -> None:
         super().__init__()
         self._loss_weights(code_num, tau, text_pos_weight, vq_weight, cl_weight, image_weight)
@@ -193,6 +210,25 @@ class MLLMUTGTokenizer(UTGTokenizerBase):
         for m in (self.adapter_l2c, self.adapter_c2l, self.lm_decoder, self.text_down, self.text_up):
             m.apply(_init_weights)
 
+        self.image_branch = bool(image_branch)
+        if self.image_branch:
+            from rucai.utgrec.diffusion import DiffLoss
+            from rucai.utgrec.vae import load_image_encoder
+
+            if vae_path is None:
+                raise UserError("image_branch=true needs method.tokenizer.vae_path (MAR's kl16.ckpt; "
+                                "'random' for a random-weight encoder in tests)")
+            self.vae = load_image_encoder(None if vae_path == "random" else vae_path, int(vae_embed_dim),
+                                          ch=int(vae_channels), ch_mult=tuple(vae_ch_mult))
+            self.vision_decoder = Qwen2VLTextModel(dcfg)
+            self.vision_decoder.embed_tokens = None
+            self.vision_mask_token = nn.Parameter(torch.zeros(1, 1, dh).normal_(0.0, 0.02))
+            self.vision_proj = nn.Linear(int(vae_embed_dim), dh)
+            for m in (self.vision_decoder, self.vision_proj):
+                m.apply(_init_weights)
+            self.diffloss = DiffLoss(int(vae_embed_dim), dh, int(diffloss_width), int(diffloss_depth),
+                                     batch_mul=int(diffusion_batch_mul))
+
     # -- shared modules of the LLM (not registered twice: one copy in the state dict) ---------
     def base_lm(self) -> nn.Module:
         """The Qwen2VLForConditionalGeneration (peft's wrapped base model on the LoRA path)."""
@@ -205,28 +241,45 @@ class MLLMUTGTokenizer(UTGTokenizerBase):
         return self.base_lm().lm_head
 
     # -- pieces ----------------------------------------------------------------------------
-    def check_batch(self, batch: dict) -> None:
-        if any(batch.get(k) is not None for k in IMAGE_KEYS):
+    def _refuse_images(self, batch: dict) -> None:
+        if not self.image_branch and any(batch.get(k) is not None for k in IMAGE_KEYS):
             raise UserError(NO_IMAGE_BRANCH)
+
+    def check_batch(self, batch: dict) -> None:
+        self._refuse_images(batch)
         super().check_batch(batch)
 
     def item_states(self, batch: dict, prefix: str = "") -> torch.Tensor:
-        if any(batch.get(k) is not None for k in IMAGE_KEYS):
-            raise UserError(NO_IMAGE_BRANCH)
+        self._refuse_images(batch)
         return self.code_states(batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"],
-                                batch[f"{prefix}code_token_indices"])
+                                batch[f"{prefix}code_token_indices"], batch.get(f"{prefix}pixel_values"),
+                                batch.get(f"{prefix}image_grid_thw"))
 
-    def code_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    code_token_indices: torch.Tensor) -> torch.Tensor:
-        """`encode_item` + `adapter_l2c`: h [B, code_num, code_dim]."""
+    def code_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, code_token_indices: torch.Tensor,
+                    pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """`encode_item` + `adapter_l2c`: h [B, code_num, code_dim]; the images (if any) through the
+        vision tower into their placeholder tokens."""
         inner = self.base_lm().model  # Qwen2VLModel (vision tower + language model), no LM head
-        out = inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        extra: dict[str, Any] = {}
+        if pixel_values is not None:  # M-RoPE needs each token's modality (1 = image placeholder)
+            image_id = int(self.base_lm().config.image_token_id)
+            extra = {"pixel_values": pixel_values, "image_grid_thw": image_grid_thw,
+                     "mm_token_type_ids": (input_ids == image_id).int()}
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True, **extra)
         hid = out.last_hidden_state
         b, _, d = hid.shape
         idx = code_token_indices.long().view(b, -1, 1).expand(b, code_token_indices.shape[1], d)
         states = torch.gather(hid, 1, idx)
         w = self.adapter_l2c[1].weight
         return self.adapter_l2c(states.to(w.dtype))
+
+    @staticmethod
+    def _bidirectional(decoder: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Last states of a 1-layer decoder over x [B, S, d], every position seeing every kept one."""
+        add = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
+        add = add.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]  # [B, 1, 1, S]
+        masks = {"full_attention": add, "sliding_attention": add}  # prepared: no causal mask is built
+        return decoder(inputs_embeds=x, attention_mask=masks, use_cache=False).last_hidden_state
 
     def text_loss(self, codes_q: torch.Tensor, text_input: torch.Tensor, text_labels: torch.Tensor,
                   text_mask: torch.Tensor) -> torch.Tensor:
@@ -236,16 +289,36 @@ class MLLMUTGTokenizer(UTGTokenizerBase):
         emb = self.text_down(self.word_embeddings()(text_input))
         x = torch.cat([c, emb.to(c.dtype)], dim=1)
         keep = torch.cat([text_mask.new_ones(b, n, dtype=torch.bool), text_mask.bool()], dim=1)
-        add = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
-        add = add.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]  # [B, 1, 1, S]
-        masks = {"full_attention": add, "sliding_attention": add}  # prepared: no causal mask is built
-        hid = self.lm_decoder(inputs_embeds=x, attention_mask=masks, use_cache=False).last_hidden_state
-        hid = self.text_up(hid[:, n:])
+        hid = self.text_up(self._bidirectional(self.lm_decoder, x, keep)[:, n:])
         labelled = text_labels != -100
         if not bool(labelled.any()):
             return hid.sum() * 0.0
         logits = self.lm_head()(hid[labelled])
         return F.cross_entropy(logits.float(), text_labels[labelled])
+
+    def image_loss(self, codes_q: torch.Tensor, batch: dict, positive: bool = False) -> torch.Tensor:
+        """`decode_item`'s image part: the diffusion loss of the masked VAE latent tokens of the
+        (positive's, `positive=True`) image, decoded from the anchor's quantised codes."""
+        pre = "pos_" if positive else ""
+        images, masks = batch.get(f"{pre}input_images"), batch.get(f"{pre}input_image_masks")
+        if not self.image_branch or images is None:
+            return codes_q.new_zeros(())
+        if masks is None:
+            raise UserError(f"the batch has {pre}input_images but no {pre}input_image_masks")
+        masks = masks.to(codes_q.device)  # all zero when no item has an image: DiffLoss gives 0, not NaN
+        from rucai.utgrec.vae import patchify
+
+        n = codes_q.shape[1]
+        c = self.adapter_c2l(codes_q)
+        gt = patchify(self.vae(images)).to(c.dtype)  # [B, T, C], frozen encoder
+        if gt.shape[1] != masks.shape[1]:
+            raise UserError(f"{gt.shape[1]} latent tokens per image but masks of {masks.shape[1]}: "
+                            "the crop size and the VAE stride disagree")
+        x = self.vision_proj(gt)
+        x = torch.where(masks[..., None].bool(), self.vision_mask_token.to(x.dtype).expand_as(x), x)
+        x = torch.cat([c, x], dim=1)
+        hid = self._bidirectional(self.vision_decoder, x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        return self.diffloss(gt.float(), hid[:, n:].float(), masks.float())
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -259,14 +332,34 @@ def cut_text(tokenizer: Any, text: str, max_len: int = MAX_TEXT_LEN) -> str:
 def prompt_text(tokenizer: Any, text: str, code_num: int = 3, max_len: int = MAX_TEXT_LEN,
                 image: bool = False) -> str:
     """The encoder input as text: the (no-)image prompt as one user message through the chat template
-    (generation prompt on), then the code tokens. `image=True` needs the processor's image
-    placeholders and the image branch, neither built here."""
+    (generation prompt on), then the code tokens. `image=True`: an image entry before the text, which
+    Qwen2-VL's template renders as `<|vision_start|><|image_pad|><|vision_end|>`."""
+    cut = cut_text(tokenizer, text, max_len)
     if image:
-        raise UserError(NO_IMAGE_BRANCH)
-    body = NOPIC_PROMPT.format(n=int(code_num)).format(cut_text(tokenizer, text, max_len))
-    messages = [{"role": "user", "content": [{"type": "text", "text": body}]}]
-    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        content = [{"type": "image"}, {"type": "text", "text": IMAGE_PROMPT.format(n=int(code_num)).format(cut)}]
+    else:
+        content = [{"type": "text", "text": NOPIC_PROMPT.format(n=int(code_num)).format(cut)}]
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
     return chat + "".join(code_token_names(code_num))
+
+
+def load_image(path: Any) -> Any:
+    """The item's image as RGB, or None when there is no file or it cannot be read (the authors print
+    and go on with the no-image prompt)."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from PIL import Image
+
+    if not Path(path).is_file():
+        return None
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError:
+        return None
 
 
 def masking_vocab(tokenizer: Any, code_token_ids: Sequence[int], word_boundary: str = "token"):
@@ -303,7 +396,9 @@ class MLLMItemDataset(Dataset):
 
     def __init__(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], tokenizer: Any,
                  code_token_ids: Sequence[int], items: str | Sequence[int] = "train", seed: int = 0,
-                 mlm_probability: float = 1.0, max_text_len: int = MAX_TEXT_LEN, word_boundary: str = "token"):
+                 mlm_probability: float = 1.0, max_text_len: int = MAX_TEXT_LEN, word_boundary: str = "token",
+                 images: Sequence[Any] | None = None, image_processor: Any = None, image_size: int = 256,
+                 image_tokens: int = IMAGE_TOKENS, flip: bool = True):
         n_items = len(texts) - 1
         if isinstance(items, str):
             if items == "train":
@@ -324,6 +419,16 @@ class MLLMItemDataset(Dataset):
         self.continuation, self.special, self.candidates = masking_vocab(tokenizer, self.code_ids, word_boundary)
         self.mask_id = int(tokenizer.convert_tokens_to_ids(MASK_TOKEN))
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # the image branch: images[i] = item i's image file or None (row 0 unused); the image processor
+        # gives the encoder's pixel inputs, the VAE crop (train: a seeded horizontal flip) and the
+        # latent-token mask (ceil(rate x tokens) positions, seeded) go to the image decoder
+        if images is not None:
+            if len(images) != len(texts):
+                raise UserError(f"{len(images)} image entries for {len(texts)} item rows (row 0 unused)")
+            if image_processor is None:
+                raise UserError("images need the model's image processor (AutoImageProcessor of the Qwen2-VL folder)")
+        self.images, self.image_processor = (list(images) if images is not None else None), image_processor
+        self.image_size, self.image_tokens, self.flip = int(image_size), int(image_tokens), bool(flip)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -341,6 +446,23 @@ class MLLMItemDataset(Dataset):
             self._cache[item] = (torch.tensor(p, dtype=torch.long), torch.tensor(d, dtype=torch.long))
         return self._cache[item]
 
+    def with_image(self, item: int, image: Any) -> dict[str, torch.Tensor]:
+        """The encoder input of an item with its image, as Qwen2-VL's processor builds it: the image
+        prompt through the chat template, its one `<|image_pad|>` repeated once per merged patch
+        (grid t x h x w / merge^2), `pixel_values` and `image_grid_thw` from the image processor."""
+        text = prompt_text(self.tok, self.texts[item], len(self.code_ids), self.max_len, image=True)
+        if text.count(IMAGE_PAD) != 1:
+            raise UserError(f"the chat template rendered {text.count(IMAGE_PAD)} {IMAGE_PAD} for one image; "
+                            "use the Qwen2-VL tokenizer's template")
+        enc = self.image_processor(images=[image], return_tensors="pt")
+        grid = enc["image_grid_thw"]
+        merge = int(getattr(self.image_processor, "merge_size", 2))
+        text = text.replace(IMAGE_PAD, IMAGE_PAD * (int(grid[0].prod()) // merge ** 2))
+        ids = torch.tensor(self.tok(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        if list(ids[-len(self.code_ids):]) != self.code_ids:
+            raise UserError(f"item {item}: the image prompt does not end in the code tokens")
+        return {"input_ids": ids, "pixel_values": enc["pixel_values"], "image_grid_thw": grid}
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         item, pos, g = draw_example(key, self.items, self.neighbours, self.seed)
         out: dict[str, Any] = {"item": item, "pos": pos}
@@ -348,6 +470,24 @@ class MLLMItemDataset(Dataset):
             ids, dec = self.encoded(it)
             t, lab = whole_word_mask(dec, self.continuation, self.special, self.mask_id, self.candidates, g, self.rate)
             out[f"{pre}input_ids"], out[f"{pre}text_input"], out[f"{pre}text_labels"] = ids, t, lab
+            if self.images is None:
+                continue
+            image = load_image(self.images[it])
+            mask = torch.zeros(self.image_tokens)
+            if image is None:  # the no-image prompt, a blank crop, nothing to reconstruct
+                out[f"{pre}input_images"] = torch.zeros(3, self.image_size, self.image_size)
+                out[f"{pre}pixel_values"] = out[f"{pre}image_grid_thw"] = None
+            else:
+                from rucai.utgrec.vae import image_tensor
+
+                enc = self.with_image(it, image)
+                out[f"{pre}input_ids"] = enc["input_ids"]
+                out[f"{pre}pixel_values"], out[f"{pre}image_grid_thw"] = enc["pixel_values"], enc["image_grid_thw"]
+                flip = self.flip and bool(torch.rand((), generator=g) < 0.5)
+                out[f"{pre}input_images"] = image_tensor(image, self.image_size, flip=flip)
+                k = int(math.ceil(self.image_tokens * self.rate))
+                mask[torch.randperm(self.image_tokens, generator=g)[:k]] = 1.0
+            out[f"{pre}input_image_masks"] = mask
         return out
 
 
@@ -373,7 +513,43 @@ def collate_mllm(batch: list[dict[str, Any]], pad_token_id: int, code_num: int =
         out[f"{p}code_token_indices"] = lens[:, None] - int(code_num) + torch.arange(int(code_num))[None, :]
         out[f"{p}text_input"], out[f"{p}text_mask"] = _pad([b[f"{p}text_input"] for b in batch], int(pad_token_id))
         out[f"{p}text_labels"], _ = _pad([b[f"{p}text_labels"] for b in batch], -100)
-    return {k: out[k] for k in BATCH_KEYS}
+        if f"{p}input_images" in batch[0]:  # the image branch: crops, masks, the encoder's image inputs
+            out[f"{p}input_images"] = torch.stack([b[f"{p}input_images"] for b in batch])
+            out[f"{p}input_image_masks"] = torch.stack([b[f"{p}input_image_masks"] for b in batch])
+            pix = [b[f"{p}pixel_values"] for b in batch if b[f"{p}pixel_values"] is not None]
+            out[f"{p}pixel_values"] = torch.cat(pix) if pix else None
+            out[f"{p}image_grid_thw"] = (torch.cat([b[f"{p}image_grid_thw"] for b in batch
+                                                    if b[f"{p}image_grid_thw"] is not None]) if pix else None)
+    return {k: out[k] for k in BATCH_KEYS + IMAGE_KEYS if k in out}
+
+
+def item_image_files(data: Any, image_dir: Any) -> list[Any]:
+    """Row i = item i's `<image_dir>/<parent_asin>.jpg` (None for row 0 and items without an ASIN;
+    a missing file means "no image" at load time, as the authors)."""
+    from pathlib import Path
+
+    if image_dir is None:
+        raise UserError("method.tokenizer.image_branch=true needs method.tokenizer.image_dir (a folder of "
+                        "<parent_asin>.jpg: python -m rucai.data.download amazon23-images)")
+    d = Path(image_dir)
+    if not d.is_dir():
+        raise UserError(f"image folder {d} not found: python -m rucai.data.download amazon23-images "
+                        "--category <Category> --data-dir <amazon23 folder> --out " + str(d))
+    rows: list[Any] = [None]
+    for i in range(1, int(data.num_items) + 1):
+        asin = (data.item_text.get(i) or {}).get("parent_asin")
+        rows.append(d / f"{asin}.jpg" if asin else None)
+    return rows
+
+
+def load_image_processor(path: str) -> Any:
+    """The Qwen2-VL folder's image processor (pixel patches and grid for the vision tower)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the image processor of {path}: {str(e).splitlines()[0]}") from None
 
 
 def load_mllm(path: str, hardware: Any = None, *, dtype: Any = "auto", device: str | None = None,
@@ -391,4 +567,4 @@ def load_mllm(path: str, hardware: Any = None, *, dtype: Any = "auto", device: s
 
 __all__ = ["MLLMUTGTokenizer", "MLLMItemDataset", "collate_mllm", "add_code_tokens", "resize_for_tokenizer",
            "lora_target_modules", "decoder_config", "prompt_text", "cut_text", "masking_vocab", "load_mllm",
-           "IMAGE_PROMPT", "NOPIC_PROMPT", "MASK_TOKEN"]
+           "IMAGE_PROMPT", "NOPIC_PROMPT", "MASK_TOKEN", "load_image", "item_image_files", "load_image_processor", "IMAGE_TOKENS"]

@@ -55,6 +55,11 @@ def _tokenizer_kwargs(m: DictConfig) -> dict[str, Any]:
     kw = {k: t[k] for k in TOKENIZER_KEYS}
     if t.backbone == "mllm":
         kw = {k: v for k, v in kw.items() if k not in TEXT_ONLY_KEYS} | {"gradient_checkpointing": t.gradient_checkpointing}
+        if t.image_branch:
+            kw |= {k: t[k] for k in ("image_branch", "vae_path", "diffloss_width", "diffloss_depth",
+                                     "diffusion_batch_mul")}
+    elif t.image_branch:
+        raise UserError("method.tokenizer.image_branch=true needs backbone=mllm (the text path reads no images)")
     return kw
 
 
@@ -92,8 +97,16 @@ class _MLLMData:
         t = _settings(cfg).tokenizer
         self.llm, self.tokenizer, ids = load_mllm(t.llm, cfg.hardware)
         texts = [""] + item_texts(sd, fields)
+        images, image_processor = None, None
+        if t.image_branch:
+            from rucai.utgrec.mllm import item_image_files, load_image_processor
+
+            images = item_image_files(sd, t.image_dir)
+            image_processor = load_image_processor(t.llm)
         self.dataset = MLLMItemDataset(texts, sd.sequences, self.tokenizer, ids["code_token_ids"], items=items,
-                                       seed=int(cfg.seed), mlm_probability=t.mlm_probability, max_text_len=t.max_tokens)
+                                       seed=int(cfg.seed), mlm_probability=t.mlm_probability, max_text_len=t.max_tokens,
+                                       images=images, image_processor=image_processor, image_size=t.image_size,
+                                       flip=items == "train")
         self.batch_size, self.seed, self.num_items = int(t.batch_size), int(cfg.seed), sd.num_items
 
     def _loader(self, shuffle: bool):
@@ -214,7 +227,7 @@ def _write_codes(cfg: DictConfig, out_dir: Path, tok_path: Path, data_conf: Any,
     dev = torch.device("cuda" if m.tokenizer.backbone == "mllm" and torch.cuda.is_available() else "cpu")
     module.to(dev)
     for batch in dm.val_dataloader():
-        enc = module.tok.encode({k: v.to(dev) for k, v in batch.items()})
+        enc = module.tok.encode({k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()})
         items = batch["item"].numpy()
         codes[items] = enc["codes"].cpu().numpy()
         dist[items] = enc["leaf_distances"].float().cpu().numpy()
