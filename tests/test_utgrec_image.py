@@ -121,7 +121,7 @@ def test_center_crop_and_vae_transform():
 
 
 def test_main_image_url_follows_the_authors_choice():
-    from rucai.data.amazon2023 import main_image_url
+    from rucai.data.download import main_image_url
 
     imgs = [{"variant": "PT01", "large": "a", "thumb": "t"}, {"variant": "MAIN", "thumb": "mt", "hi_res": "mh"}]
     assert main_image_url(imgs) == "mh"  # MAIN entry, no "large": its last URL

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +54,6 @@ def _check_files(d: Path, category: str) -> dict[str, Path]:
         alt = f" (found categories: {', '.join(found)}: data.category=...)" if found else ""
         raise UserError(f"{d / missing[0]} not found{alt}; download it: {hint}")
     return files
-
-
-def main_image_url(images: Sequence[dict], size: str = "large") -> str | None:
-    """The authors' `mm_data_download.py` choice from an Amazon 2023 item's `images`: the entry whose
-    variant is MAIN (else the first), its `size` URL (else its last one); None without images."""
-    if not images:
-        return None
-    main = next((im for im in images if str(im.get("variant", "")).lower() == "main"), images[0])
-    urls = {k: v for k, v in main.items() if k != "variant" and v}
-    return urls.get(size) or (list(urls.values())[-1] if urls else None)
 
 
 def load_meta(path: Path, asins: set[str], fields: tuple[str, ...] = META_FIELDS) -> dict[str, dict[str, Any]]:

@@ -781,6 +781,16 @@ def download_amazon23(
             for name, urls in amazon23_urls(category, base_urls).items()]
 
 
+def main_image_url(images: Sequence[dict], size: str = "large") -> str | None:
+    """The authors' `mm_data_download.py` choice from an Amazon 2023 item's `images`: the entry whose
+    variant is MAIN (else the first), its `size` URL (else its last one); None without images."""
+    if not images:
+        return None
+    main = next((im for im in images if str(im.get("variant", "")).lower() == "main"), images[0])
+    urls = {k: v for k, v in main.items() if k != "variant" and v}
+    return urls.get(size) or (list(urls.values())[-1] if urls else None)
+
+
 def amazon23_image_urls(data_dir: str | os.PathLike, category: str, size: str = "large") -> dict[str, str]:
     """parent_asin -> the URL of its main image, for every item of the category's 5-core splits in
     `data_dir` (the authors' `mm_data_download.py` choice: the MAIN variant, else the first image;
@@ -789,7 +799,6 @@ def amazon23_image_urls(data_dir: str | os.PathLike, category: str, size: str = 
     import gzip
     import json
 
-    from rucai.data.amazon2023 import main_image_url
 
     category = AMAZON23_CATEGORIES.get(category, category)
     d = Path(data_dir)

@@ -295,3 +295,13 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, **kwarg
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(trust_remote_code), **kwargs)
     except OSError as e:
         raise _load_error("tokenizer", str(path), e) from None
+
+
+def load_image_processor(path: str | Path, **kwargs: Any) -> Any:
+    """AutoImageProcessor.from_pretrained (a vision-language model's pixel preprocessing)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as e:
+        raise _load_error("image processor", str(path), e) from None

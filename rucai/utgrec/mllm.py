@@ -542,16 +542,6 @@ def item_image_files(data: Any, image_dir: Any) -> list[Any]:
     return rows
 
 
-def load_image_processor(path: str) -> Any:
-    """The Qwen2-VL folder's image processor (pixel patches and grid for the vision tower)."""
-    from transformers import AutoImageProcessor
-
-    try:
-        return AutoImageProcessor.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the image processor of {path}: {str(e).splitlines()[0]}") from None
-
-
 def load_mllm(path: str, hardware: Any = None, *, dtype: Any = "auto", device: str | None = None,
               code_num: int = 3) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(Qwen2-VL model, tokenizer with the code tokens added, token ids) through `rucai.runtime`;
@@ -567,4 +557,4 @@ def load_mllm(path: str, hardware: Any = None, *, dtype: Any = "auto", device: s
 
 __all__ = ["MLLMUTGTokenizer", "MLLMItemDataset", "collate_mllm", "add_code_tokens", "resize_for_tokenizer",
            "lora_target_modules", "decoder_config", "prompt_text", "cut_text", "masking_vocab", "load_mllm",
-           "IMAGE_PROMPT", "NOPIC_PROMPT", "MASK_TOKEN", "load_image", "item_image_files", "load_image_processor", "IMAGE_TOKENS"]
+           "IMAGE_PROMPT", "NOPIC_PROMPT", "MASK_TOKEN", "load_image", "item_image_files", "IMAGE_TOKENS"]

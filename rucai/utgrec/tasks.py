@@ -99,7 +99,8 @@ class _MLLMData:
         texts = [""] + item_texts(sd, fields)
         images, image_processor = None, None
         if t.image_branch:
-            from rucai.utgrec.mllm import item_image_files, load_image_processor
+            from rucai.runtime import load_image_processor
+            from rucai.utgrec.mllm import item_image_files
 
             images = item_image_files(sd, t.image_dir)
             image_processor = load_image_processor(t.llm)
