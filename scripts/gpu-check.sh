@@ -47,4 +47,6 @@ timeout 150 python3 experiments/cocorec/gpu_check.py 2>&1 | tee "$OUT/cocorec.tx
 
 # 5. UTGRec's Qwen2-VL + LoRA tokenizer path, tiny random weights, through DeepSpeed ZeRO-2
 timeout 200 python3 experiments/utgrec/gpu_check.py --strategy deepspeed_stage_2 2>&1 | tee "$OUT/utgrec.txt" | tail -2
+timeout 200 python3 experiments/utgrec/gpu_check.py --strategy deepspeed_stage_2 --image-branch 2>&1 \
+    | tee "$OUT/utgrec_images.txt" | tail -2
 echo done

@@ -138,8 +138,12 @@ CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] 
         "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def vl(tmp_path_factory):
+def tiny_vl(image_dir):
+    """(tokenizer with Qwen2-VL's vision tokens and template, code token ids, tiny random Qwen2-VL,
+    PIL image processor (56x56 px: 4 merged patches), item image files, TEXTS, SEQS); item 3's image
+    file is absent. Also used by experiments/utgrec/gpu_check.py."""
+    from pathlib import Path
+
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -156,7 +160,8 @@ def vl(tmp_path_factory):
     cfg.vision_start_token_id = tok.convert_tokens_to_ids("<|vision_start|>")
     cfg.vision_end_token_id = tok.convert_tokens_to_ids("<|vision_end|>")
     proc = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
-    d = tmp_path_factory.mktemp("images")
+    d = Path(image_dir)
+    d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     images = [None]
     for i in range(1, len(TEXTS)):
@@ -168,6 +173,15 @@ def vl(tmp_path_factory):
     return tok, ids, llm, proc, images, TEXTS, SEQS
 
 
+TINY_IMAGE_MODEL = dict(code_dim=16, adapter_hidden=32, root_codes=8, leaf_codes=12, image_branch=True,
+                        vae_path="random", vae_channels=32, vae_ch_mult=(1, 2), diffloss_width=32, diffloss_depth=2)
+
+
+@pytest.fixture(scope="module")
+def vl(tmp_path_factory):
+    return tiny_vl(tmp_path_factory.mktemp("images"))
+
+
 def _model(vl, **kw):
     import copy
 
@@ -175,8 +189,7 @@ def _model(vl, **kw):
 
     tok, ids, llm, *_ = vl
     torch.manual_seed(1)
-    args = dict(code_dim=16, adapter_hidden=32, root_codes=8, leaf_codes=12, warmup_steps=-1, image_branch=True,
-                vae_path="random", vae_channels=32, vae_ch_mult=(1, 2), diffloss_width=32, diffloss_depth=2) | kw
+    args = TINY_IMAGE_MODEL | {"warmup_steps": -1} | kw
     return mllm.MLLMUTGTokenizer(copy.deepcopy(llm), **args)
 
 
