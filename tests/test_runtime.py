@@ -190,3 +190,20 @@ def test_signal_checkpoint_resume_keeps_every_validation_row(tmp_path, signal_ba
         signal.signal(signal.SIGUSR2, before)
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "val.csv"))]
     assert epochs == [0, 1, 2]
+
+
+def test_reused_stage_warns_about_changed_settings(tmp_path, caplog):
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "seed": 0,
+                            "method": {"epochs": 3, "tok": {"lr": 0.1}}, "data": {"name": "office"}})
+    Stage(cfg, "pretrain").run(lambda st: {"x": 1})
+    rec = __import__("json").loads((tmp_path / "pretrain" / "done.json").read_text())
+    assert rec["settings"] == {"method.epochs": 3, "method.tok.lr": 0.1, "data.name": "office"}
+    cfg.seed = 1  # another seed shares the stage: no warning
+    with caplog.at_level("WARNING", logger="rucai.runtime.stages"):
+        assert Stage(cfg, "pretrain").run(lambda st: {"x": 2}) == {"x": 1}
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    cfg.method.tok.lr = 0.2
+    with caplog.at_level("WARNING", logger="rucai.runtime.stages"):
+        assert Stage(cfg, "pretrain").run(lambda st: {"x": 3}) == {"x": 1}  # still reused
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "method.tok.lr (was 0.1, now 0.2)" in warned[0] and "new run dir" in warned[0]

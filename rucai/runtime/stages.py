@@ -12,7 +12,11 @@ not recomputed. A stage interrupted before its record was written runs again; un
     def pretrain(stage: Stage) -> dict: ...        # writes into stage.dir, returns its result
     summary = Stage(cfg, "pretrain").run(pretrain)
 
-Only rank zero writes the done record; every rank runs the stage.
+Only rank zero writes the done record; every rank runs the stage. The record also keeps the
+settings the stage ran under (`method`, `data`, `model`, `item_tokenizer`, flattened); a stage reused
+under different settings logs a warning that names each changed key (the result is still reused:
+stages are shared across seeds and runs on purpose; a new run dir or deleting the stage's folder
+recomputes it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,40 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
+SETTINGS_GROUPS = ("method", "data", "model", "item_tokenizer")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: node}
+
+
+def stage_settings(cfg: Any) -> dict[str, Any]:
+    """The flattened, resolved settings groups of `cfg` (a group that cannot be resolved is skipped)."""
+    from omegaconf import OmegaConf
+
+    out: dict[str, Any] = {}
+    for g in SETTINGS_GROUPS:
+        node = cfg.get(g) if hasattr(cfg, "get") else None
+        if node is None:
+            continue
+        try:
+            value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except Exception:  # noqa: BLE001 - an unresolvable interpolation: no record of this group
+            continue
+        out |= _flat(json.loads(json.dumps(value, default=str)), f"{g}.")
+    return out
+
+
+def changed_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'key (was A, now B)' for every key whose value differs (added or removed keys included)."""
+    keys = sorted(set(before) | set(now))
+    return [f"{k} (was {before.get(k, '<unset>')}, now {now.get(k, '<unset>')})" for k in keys
+            if before.get(k, "<unset>") != now.get(k, "<unset>")]
 
 
 def is_rank_zero() -> bool:
@@ -92,14 +130,30 @@ class Stage:
 
         if is_rank_zero():
             atomic_write_json(self.done_path, {"stage": self.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                               "seconds": seconds, "result": result})
+                                               "seconds": seconds, "result": result,
+                                               "settings": stage_settings(self.cfg)})
         return result
+
+    def warn_if_settings_changed(self) -> list[str]:
+        """Log (and return) the settings that differ from those the done record was written under."""
+        if not self.done_path.is_file():
+            return []
+        recorded = json.loads(self.done_path.read_text()).get("settings")
+        if recorded is None:
+            return []
+        diff = changed_settings(recorded, stage_settings(self.cfg))
+        if diff:
+            shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+            log.warning("stage %s: reusing %s, recorded under other settings: %s. To recompute it, use a new "
+                        "run dir or delete that folder", self.name, self.dir, shown)
+        return diff
 
     def run(self, fn: Callable[[Stage], dict[str, Any]]) -> dict[str, Any]:
         """Reuse the stage's result when done; else run `fn(self)` and record its result."""
         prior = self.done()
         if prior is not None:
             log.info("stage %s: reusing %s", self.name, self.dir)
+            self.warn_if_settings_changed()
             return prior
         self.dir.mkdir(parents=True, exist_ok=True)
         log.info("stage %s: running in %s", self.name, self.dir)
