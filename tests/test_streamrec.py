@@ -239,3 +239,42 @@ def test_gpu_configs_stop_in_one_line_without_a_gpu(exp, tmp_path, smoke_data_di
                 env={"RUCAI_DATA_DIR": str(smoke_data_dir)}, timeout=120)
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
     assert r.returncode == 2 and "none visible" in last, r.stderr[-2000:]
+
+
+def test_dpo_loss_by_hand():
+    from rucai.streamrec.model import dpo_loss
+
+    z = torch.zeros(3)
+    loss, margin = dpo_loss(z, z, z, z, beta=0.1)
+    assert torch.allclose(loss, torch.tensor(np.log(2.0), dtype=torch.float32))  # no preference yet: log 2
+    w, l_, rw, rl = torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5])
+    loss, margin = dpo_loss(w, l_, rw, rl, beta=0.5)
+    m = 0.5 * ((-1.0 + 2.0) - (-3.0 + 2.5))  # 0.75
+    assert margin.item() == pytest.approx(m) and loss.item() == pytest.approx(np.log1p(np.exp(-m)))
+
+
+def test_sft_dpo_against_the_direct_model():
+    m = tiny("sft", dropout=0.0, dpo={"weight": 1.0, "beta": 0.1, "direct_similar_items": 1})
+    m.anchor.load_state_dict(m.t5.state_dict())  # SFT starts from the stage-1 model (= reference)
+    m.train()
+    logged = {}
+    m.log = lambda k, v, **kw: logged.__setitem__(k, float(v))
+    batch = {"seq": torch.tensor([[1, 2, 0, 0], [3, 4, 5, 0], [2, 3, 0, 0]]), "lengths": torch.tensor([2, 3, 2]),
+             "target": torch.tensor([4, 1, 5])}
+    ids, mask = m.model_inputs(batch)
+    direct = m.direct_items(ids, mask)  # the stage-1 model's own prediction: always an item
+    assert direct.shape == (3,) and ((direct >= 1) & (direct <= 5)).all()
+    m.direct_items = lambda ids, mask: batch["target"] % 5 + 1  # a wrong item for every user
+    loss = m.training_step(batch, 0)
+    assert logged["train/dpo_pairs"] == 1.0
+    # policy == reference at the start: every margin is 0, the DPO term is log 2
+    assert logged["train/dpo"] == pytest.approx(np.log(2.0), abs=1e-5)
+    assert loss.item() == pytest.approx(logged["train/sft_ce"] + np.log(2.0), abs=1e-4)
+    loss.backward()
+    assert all(p.grad is None for p in m.anchor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.t5.parameters())
+    # rows where the direct model predicts the target are no pair
+    logged.clear()
+    m.direct_items = lambda ids, mask: batch["target"].clone()
+    labels = m.labels(batch, ids, mask)
+    assert float(m.dpo_step(batch["target"], ids, mask, labels)) == 0.0 and logged["train/dpo_pairs"] == 0.0

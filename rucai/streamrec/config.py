@@ -55,6 +55,21 @@ class AnnotatorSettings:
 
 
 @dataclass
+class SFTSettings(PhaseSettings):
+    """Stage 2's fine-tuning on [o_1..o_l ; target codes]. The secondary sources list a DPO loss
+    "against the direct model" among stage 2's losses, with no form or weight. `dpo_weight` > 0 adds
+    ours: chosen = the annotated thinking then the target; rejected = the same thinking then the item
+    the direct (stage-1) model predicts for the user (one sample through its own free prefix and the
+    trie; rows where it predicts the target are skipped); reference policy = that stage-1 model (the
+    SFT's initialisation); -log sigmoid(beta x the log-ratio margin)."""
+
+    lr: float = 5e-4
+    dpo_weight: float = 0.0  # ours: off by default (form and weight not in the sources)
+    dpo_beta: float = 0.1  # ours: DPO's usual value
+    dpo_temperature: float = 1.0  # ours: sampling temperature of the direct model's prediction
+
+
+@dataclass
 class RLSettings(PhaseSettings):
     """Stage 3: GRPO (rucai.rl.core: group-normalised advantages, PPO-clip surrogate, k3 KL to the
     SFT policy) on sampled [thinking; item] outputs, rewards by name with weights."""
@@ -79,5 +94,5 @@ class StreamRecSettings:
     last_phase: str = "rl"  # the pipeline runs pretrain -> sft -> rl up to this phase
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
     annotator: AnnotatorSettings = field(default_factory=AnnotatorSettings)
-    sft: PhaseSettings = field(default_factory=lambda: PhaseSettings(lr=5e-4))
+    sft: SFTSettings = field(default_factory=SFTSettings)
     rl: RLSettings = field(default_factory=RLSettings)

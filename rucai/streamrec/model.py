@@ -5,7 +5,9 @@
             decoding: the similar items' k x L tokens as a free prefix, then the item by the trie
   sft       labels = [o_1 .. o_l ; target codes ; eos], o from the frozen annotator over the frozen
             pre-trained T5 (`anchor`: encoder states for s_0, embeddings for t and the codebook);
-            decoding: l free thinking tokens, then the item by the trie
+            decoding: l free thinking tokens, then the item by the trie; optional DPO (`dpo.weight`):
+            chosen [o ; target], rejected [o ; the direct (stage-1 = anchor) model's sampled item],
+            reference = the anchor (`dpo_loss`)
   rl        GRPO (`rucai.rl.core`): `group_size` samples per user (thinking free, item through the
             trie), rewards by name and weight (`rewards.REWARDS`), group-normalised advantages,
             the PPO-clip surrogate (one update per batch: ratio 1), k3 KL to the frozen SFT policy
@@ -35,7 +37,7 @@ from rucai.streamrec.targets import extended_labels
 class StreamRec(TIGER):
     def __init__(self, *args: Any, phase: str = "pretrain", similar: Any = None, similar_order: str = "nearest_last",
                  temperature: float = 1.0, think_steps: int = 4, annotator: Mapping[str, Any] | None = None,
-                 rl: Mapping[str, Any] | None = None, **kwargs: Any):
+                 rl: Mapping[str, Any] | None = None, dpo: Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if phase not in PHASES:
             raise UserError(f"model.phase={phase!r}; use one of {', '.join(PHASES)}")
@@ -49,6 +51,7 @@ class StreamRec(TIGER):
                 raise ValueError("phase=pretrain needs `similar` ([N+1, k] similar item ids)")
             self.register_buffer("similar", torch.as_tensor(similar, dtype=torch.long), persistent=False)
         self.rl = dict(rl or {})
+        self.dpo = {"weight": 0.0, "beta": 0.1, "temperature": 1.0, "direct_similar_items": 1} | dict(dpo or {})
         self.anchor = self.annotator = self.ref = None
         if phase in ("sft", "rl"):
             a = dict(annotator or {})
@@ -114,7 +117,40 @@ class StreamRec(TIGER):
         logits = self.train_t5()(input_ids=ids, attention_mask=mask, labels=labels).logits.float()
         tau = self.temperature if self.phase == "pretrain" else 1.0
         loss = F.cross_entropy((logits / tau).view(-1, logits.size(-1)), labels.view(-1))
+        if self.phase == "sft" and float(self.dpo["weight"]) > 0:
+            self.log("train/sft_ce", loss.detach(), on_step=False, on_epoch=True, batch_size=len(labels))
+            loss = loss + float(self.dpo["weight"]) * self.dpo_step(batch["target"], ids, mask, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    # -- DPO against the direct model (stage 2, optional) ---------------------------------------
+    @torch.no_grad()
+    def direct_items(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B] one item per user from the direct (stage-1) model: its similar-item prefix free, then
+        the item through the trie."""
+        prefix = int(self.dpo["direct_similar_items"]) * self.num_levels
+        items, _ = sample_sequences(self.anchor, self._trie(), ids, mask, 1, prefix,
+                                    float(self.dpo["temperature"]), True)
+        return items[:, 0]
+
+    def dpo_step(self, target: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                 chosen: torch.Tensor) -> torch.Tensor:
+        direct = self.direct_items(ids, mask)
+        keep = direct != target
+        bsz = len(target)
+        self.log("train/dpo_pairs", keep.float().mean(), on_step=False, on_epoch=True, batch_size=bsz)
+        if not bool(keep.any()):
+            return chosen.new_zeros((), dtype=torch.float32)
+        ids, mask, chosen, direct = ids[keep], mask[keep], chosen[keep], direct[keep]
+        rejected = torch.cat([chosen[:, :self.think_steps], self.target_tokens(direct)], 1)
+        enc = self.t5.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+        pol = [self.token_logprobs(self.t5, enc, mask, y).sum(-1) for y in (chosen, rejected)]
+        with torch.no_grad():
+            renc = self.anchor.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+            ref = [self.token_logprobs(self.anchor, renc, mask, y).sum(-1) for y in (chosen, rejected)]
+        loss, margin = dpo_loss(pol[0], pol[1], ref[0], ref[1], float(self.dpo["beta"]))
+        self.log("train/dpo", loss.detach(), on_step=False, on_epoch=True, batch_size=bsz)
+        self.log("train/dpo_margin", margin.mean(), on_step=False, on_epoch=True, batch_size=bsz)
         return loss
 
     # -- RL -------------------------------------------------------------------------------------
@@ -174,6 +210,14 @@ class StreamRec(TIGER):
         lp = self.token_logprobs(self.t5, enc.repeat_interleave(c, 0), mask.repeat_interleave(c, 0), labels)
         self.t5.train(was)
         return lp[:, think.size(1):].sum(-1).view(N, c)
+
+
+def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO (Rafailov et al. 2023) on sequence log-probabilities [N]: mean of
+    -log sigmoid(beta ((pi_w - ref_w) - (pi_l - ref_l))), and the (detached) margins."""
+    margin = beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean(), margin.detach()
 
 
 def load_t5_from(model: StreamRec, ckpt: str, into: Sequence[str] = ("t5",)) -> None:

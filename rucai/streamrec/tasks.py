@@ -66,7 +66,10 @@ def _features(cfg: DictConfig, phase: str):
     def features(data: Any) -> dict[str, Any]:
         kw: dict[str, Any] = {"phase": phase, "think_steps": int(m.annotator.steps),
                               "annotator": OmegaConf.to_container(m.annotator, resolve=True),
-                              "rl": OmegaConf.to_container(m.rl, resolve=True)}
+                              "rl": OmegaConf.to_container(m.rl, resolve=True),
+                              "dpo": {"weight": float(m.sft.dpo_weight), "beta": float(m.sft.dpo_beta),
+                                      "temperature": float(m.sft.dpo_temperature),
+                                      "direct_similar_items": int(m.pretrain.similar_items)}}
         if phase == "pretrain":
             from rucai.streamrec.targets import similar_items
 
