@@ -151,3 +151,13 @@ def from_pretrained_calls(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     return calls
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_llm():
+    """The hf backend over a tiny random causal LM (seed 0, batch size 4), shared by the LLM tests."""
+    from rucai.llm.hf import HFLLM
+    from rucai.llm.models import tiny_causal_lm
+
+    model, tok = tiny_causal_lm(seed=0)
+    return HFLLM(model, tok, batch_size=4)

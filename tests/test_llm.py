@@ -36,12 +36,8 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from rucai.llm.hf import HFLLM
-    from rucai.llm.models import tiny_causal_lm
-
-    model, tok = tiny_causal_lm(seed=0)
-    return HFLLM(model, tok, batch_size=4)
+def tiny(tiny_hf_llm):
+    return tiny_hf_llm
 
 
 # ---- interface, registry, configs ----------------------------------------------------------------

@@ -11,12 +11,8 @@ from rucai.llm.steering import Steerer, decoder_layers, edit, layer_states, load
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from rucai.llm.hf import HFLLM
-    from rucai.llm.models import tiny_causal_lm
-
-    model, tok = tiny_causal_lm(seed=0)
-    return HFLLM(model, tok, batch_size=4)
+def tiny(tiny_hf_llm):
+    return tiny_hf_llm
 
 
 def capture(model, layer):
