@@ -97,6 +97,28 @@ def test_pending_signal_without_a_previous_handler_exits_through_python():
         signal.signal(signal.SIGUSR2, before)
 
 
+def _tiny_module():
+    """A one-weight LightningModule class: squared output as the training loss and as `val/loss`."""
+    import lightning as L
+    import torch
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.w(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", self.w(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Tiny
+
+
 def test_resumed_checkpointing_overwrites_last_ckpt(tmp_path):
     """A run resumed from a signal checkpoint (no ModelCheckpoint state in it) must keep writing
     last.ckpt, not Lightning's versioned last-v1.ckpt beside a stale last.ckpt."""
@@ -113,16 +135,7 @@ def test_resumed_checkpointing_overwrites_last_ckpt(tmp_path):
     ckpt = instantiate(conf.model_checkpoint)
     (tmp_path / "last.ckpt").write_bytes(b"stale")
 
-    class Tiny(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch, _):
-            return self.w(batch[0]).pow(2).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    Tiny = _tiny_module()
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
     L.Trainer(max_epochs=1, callbacks=[ckpt], logger=False, enable_progress_bar=False,
@@ -149,19 +162,7 @@ def test_signal_checkpoint_resume_keeps_every_validation_row(tmp_path, signal_ba
 
     from rucai.callbacks import EvalCSV, SignalCheckpoint
 
-    class Tiny(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch, _):
-            return self.w(batch[0]).pow(2).mean()
-
-        def validation_step(self, batch, _):
-            self.log("val/loss", self.w(batch[0]).pow(2).mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    Tiny = _tiny_module()
 
     class SignalAt(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
