@@ -245,6 +245,50 @@ def test_smollm2_chat_greedy(tmp_path_factory):
     print(f"smollm2 load {load_s:.1f}s total {time.perf_counter() - t0:.1f}s: {c.text!r}")
 
 
+def test_hf_repetition_penalty_matches_a_hand_computed_greedy_step(tiny):
+    """The penalty reaches generate(): the next token is the argmax of the logits after dividing the
+    positive (multiplying the negative) logits of every prompt token by p, on a prompt built so that the
+    unpenalised greedy token is already in the prompt (so the penalty must change the answer)."""
+    import torch
+
+    from rucai.llm.hf import gen_kwargs
+
+    tok, model = tiny.tokenizer, tiny.model
+
+    def next_logits(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, -1].float()
+
+    def case(start):  # (prompt, greedy token, penalised greedy token), or None
+        prompt = start
+        for _ in range(40):  # extend greedily until the greedy token repeats a prompt token
+            ids = tiny.encode(prompt)
+            t = int(next_logits(ids).argmax())
+            if t in special:
+                return None
+            if t in ids:
+                z = next_logits(ids)
+                seen = torch.tensor(sorted(set(ids)))
+                z[seen] = torch.where(z[seen] > 0, z[seen] / p, z[seen] * p)
+                want = int(z.argmax())
+                return None if want in special else (prompt, t, want)
+            prompt += tok.decode([t])
+        return None
+
+    p, special = 50.0, set(tok.all_special_ids)
+    found = [c for c in map(case, ["ab", "the", "xyz", "hello", "q", "0", "Paris", "mm"]) if c]
+    assert found, "no start gives a repeating ordinary token: add starts"
+    prompt, t, want = found[0]
+    assert want != t
+    plain = tiny.generate([prompt], SamplingParams(temperature=0, max_tokens=1))[0].completions[0].text
+    pen = tiny.generate([prompt], SamplingParams(temperature=0, max_tokens=1, repetition_penalty=p))
+    assert plain == tok.decode([t]) and pen[0].completions[0].text == tok.decode([want])
+    assert "repetition_penalty" not in gen_kwargs(SamplingParams(), 4)  # 1.0 is sent as nothing
+    assert gen_kwargs(SamplingParams(repetition_penalty=1.05), 4)["repetition_penalty"] == 1.05
+    with pytest.raises(UserError, match="repetition_penalty=0"):
+        SamplingParams(repetition_penalty=0)
+
+
 # ---- vllm ------------------------------------------------------------------------------------------------
 
 def test_vllm_sampling_mapping():
@@ -256,6 +300,7 @@ def test_vllm_sampling_mapping():
                                                 max_tokens=100, seed=5, stop=["</answer>"])
     g = sampling_kwargs(SamplingParams(temperature=0, top_k=40, max_tokens=5))
     assert g["temperature"] == 0 and g["top_k"] == -1 and g["top_p"] == 1.0 and g["seed"] is None
+    assert sampling_kwargs(SamplingParams(repetition_penalty=1.05))["repetition_penalty"] == 1.05
 
 
 def test_vllm_availability_checks():
@@ -299,6 +344,8 @@ def test_openai_request_mapping():
                       extra_body={"min_p": 0.1, "top_k": 20})
     assert request_kwargs(SamplingParams(temperature=0, max_tokens=3), 1, None) == dict(
         max_tokens=3, n=1, temperature=0.0)
+    assert request_kwargs(SamplingParams(temperature=0, max_tokens=3, repetition_penalty=1.05), 1, None)[
+        "extra_body"] == {"repetition_penalty": 1.05}
 
 
 @pytest.mark.timeout(120)  # bounded retries: a hang fails here (timing itself is not asserted)

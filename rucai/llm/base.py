@@ -32,6 +32,8 @@ class SamplingParams:
     n: int = 1
     seed: int | None = None
     stop: list[str] | None = None
+    repetition_penalty: float = 1.0  # 1.0: off; > 1 divides positive (multiplies negative) logits of every
+    # token already in the prompt or the output, as transformers' and vLLM's repetition_penalty
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -44,6 +46,8 @@ class SamplingParams:
             raise UserError(f"sampling.top_p={self.top_p} must be in (0, 1]")
         if not 0 <= self.min_p <= 1:
             raise UserError(f"sampling.min_p={self.min_p} must be in [0, 1]")
+        if not self.repetition_penalty > 0:
+            raise UserError(f"sampling.repetition_penalty={self.repetition_penalty} must be > 0 (1.0 = off)")
         if int(self.n) < 1:
             raise UserError(f"sampling.n={self.n} must be >= 1")
         if int(self.max_tokens) < 1:

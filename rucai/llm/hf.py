@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 def gen_kwargs(sp: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
     """SamplingParams -> keyword arguments of `transformers` `generate()` (no tokenizer/stop)."""
+    penalty = {"repetition_penalty": float(sp.repetition_penalty)} if sp.repetition_penalty != 1 else {}
     if sp.greedy:
         return dict(do_sample=False, max_new_tokens=max_new_tokens, num_return_sequences=1,
-                    temperature=None, top_p=None, top_k=None, min_p=None)
+                    temperature=None, top_p=None, top_k=None, min_p=None, **penalty)
     return dict(
         do_sample=True,
         max_new_tokens=max_new_tokens,
@@ -41,6 +42,7 @@ def gen_kwargs(sp: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
         top_p=float(sp.top_p),
         top_k=int(sp.top_k) if sp.top_k and sp.top_k > 0 else 0,  # 0: off (HF's default is 50)
         min_p=float(sp.min_p) if sp.min_p > 0 else None,
+        **penalty,
     )
 
 

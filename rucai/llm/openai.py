@@ -3,7 +3,7 @@
 Chat prompts go to /v1/chat/completions, raw strings to /v1/completions. Requests run in a
 thread pool (`max_concurrency`), each retried with exponential backoff on connection errors,
 timeouts, 429 and 5xx. base_url / api_key come from the config, else OPENAI_BASE_URL /
-OPENAI_API_KEY. min_p and top_k are sent in `extra_body` (vLLM and llama.cpp read them there).
+OPENAI_API_KEY. min_p, top_k and repetition_penalty are sent in `extra_body` (vLLM and llama.cpp read them there).
 
 n samples: by default (`split_n: true`) each sample is its own request with seed `seed + i*n + j`
 and n=1, which works on servers without `n` support and gives exact per-sample token counts from
@@ -43,6 +43,8 @@ def request_kwargs(sp: SamplingParams, n: int, seed: int | None) -> dict[str, An
         extra["min_p"] = float(sp.min_p)
     if sp.top_k and sp.top_k > 0 and not sp.greedy:
         extra["top_k"] = int(sp.top_k)
+    if sp.repetition_penalty != 1:  # not in OpenAI's API; vLLM and llama.cpp servers read it here
+        extra["repetition_penalty"] = float(sp.repetition_penalty)
     if extra:
         kw["extra_body"] = extra
     return kw

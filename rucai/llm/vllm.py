@@ -45,6 +45,8 @@ def sampling_kwargs(sp: SamplingParams, index: int = 0) -> dict[str, Any]:
         seed=None if sp.seed is None else int(sp.seed) + index,
         stop=list(sp.stop) if sp.stop else None,
     )
+    if sp.repetition_penalty != 1:
+        kw["repetition_penalty"] = float(sp.repetition_penalty)
     return kw
 
 
