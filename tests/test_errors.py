@@ -20,6 +20,9 @@ from tests.conftest import run_cli
     (["-m", "cluster=slurm", "hardware=deepspeed_stage_2"],  # devices=auto: SLURM needs a number
      "cluster=slurm needs hardware.devices=<GPUs per node> (an integer >= 1), not 'auto'"),
     (["-m", "cluster=slurm", "hardware=vllm", "hardware.devices=0"], "hardware.devices=<GPUs per node>"),
+    (["experiment=grsu/redial_cpu", "method.search.beams=0"], "method.search.beams=0 must be a number >= 1"),
+    (["experiment=streamrec/office_cpu", "method.annotator.steps=-1"],
+     "method.annotator.steps=-1 must be a number >= 1"),
 ])
 def test_one_line_errors(args, expect, tmp_path):
     r = run_cli(*args, "debug=smoke", run_dir=tmp_path / "run", timeout=180)

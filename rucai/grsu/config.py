@@ -31,7 +31,6 @@ class SearchSettings:
     expand: int = 4  # revisions per kept node
     root: int = 16  # proposals at the root
     reward: str = "simulator"  # simulator | random (the ablation)
-    pooling: str = "mean"  # mean | sum | vote
     critique_tokens: int = 1024
     critique_temperature: float = 1.0
 

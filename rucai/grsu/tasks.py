@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rucai.errors import UserError
+from rucai.errors import UserError, check_min
 from rucai.registry import task
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def _settings(cfg: DictConfig) -> DictConfig:
         raise UserError(f"method.search.reward={m.search.reward!r}; use simulator or random")
     if m.crs.kind not in ("llm", "retrieval"):
         raise UserError(f"method.crs.kind={m.crs.kind!r}; use llm or retrieval")
+    check_min(m.search, "method.search", beams=1, depth=0, expand=1, root=1, critique_tokens=1)
+    check_min(m.crs, "method.crs", k=1, retries=1, pool=1)
     return m
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rucai.errors import UserError
+from rucai.errors import UserError, check_min
 from rucai.registry import task
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ def _settings(cfg: DictConfig) -> DictConfig:
         raise UserError(f"method.last_phase={m.last_phase!r}; use pretrain, sft or rl")
     if not cfg.get("item_tokenizer"):
         raise UserError("STREAM-Rec needs semantic IDs: set item_tokenizer (e.g. item_tokenizer=rqvae_authors)")
+    check_min(m.pretrain, "method.pretrain", similar_items=0, epochs=1)
+    check_min(m.annotator, "method.annotator", steps=1, epochs=1)
+    check_min(m.sft, "method.sft", epochs=1, dpo_weight=0)
+    check_min(m.rl, "method.rl", epochs=1, group_size=2, rank_negatives=0)
     return m
 
 
