@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # STREAM-Rec on all 4,905 Office users, 3 seeds (issue 17). One run per seed trains the three phases
 # (pretrain/, sft/, rl/ under the run folder; rows "stage 1", "stages 1+2", "stages 1+2+3"); the
-# direct-TIGER row is experiment=tiger/office_cpu's seeds (issue 14's comparison, same tokenizer, T5
-# and protocol). Every phase resumes (ckpt_path=last) and a finished phase is reused, so rerunning
-# this script after an interruption continues where it stopped.
+# direct-TIGER row is experiment=tiger/office_cpu's seeds (issue 14's comparison: same T5 and protocol,
+# and the same item tokenizer, MTGRec's last-epoch RQ-VAE `tok_04.json`, passed below as TOK). Every
+# phase resumes (ckpt_path=last) and a finished phase is reused, so rerunning this script after an
+# interruption continues where it stopped.
 #   RUCAI_DATA_DIR=../shared/data bash experiments/streamrec/run_office_cpu.sh [OUT]
 set -euo pipefail
 OUT=${1:-outputs/streamrec/office_cpu}
 PY=${PY:-.venv/bin/python}
+TOK=${TOK:-experiments/tiger/results/office_cpu_comparison/tokenizers/tokenizers/tok_04.json}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 done_run() { [ -f "$1/metrics.json" ] && grep -q '"status": "completed"' "$1/metrics.json"; }
 for s in 0 1 2; do
@@ -15,7 +17,7 @@ for s in 0 1 2; do
   if done_run "$dir"; then echo "done: $dir"; continue; fi
   mkdir -p "$dir"
   $PY run.py experiment=streamrec/office_cpu seed=$s hydra.run.dir=$dir ckpt_path=last \
-      trainer.enable_progress_bar=false > "$dir.log" 2>&1
+      item_tokenizer=file item_tokenizer.path=$TOK trainer.enable_progress_bar=false > "$dir.log" 2>&1
 done
 M=""
 for p in pretrain sft rl; do for k in recall@5 ndcg@5 recall@10 ndcg@10; do M="$M,$p/test/$k"; done; done
