@@ -125,6 +125,32 @@ def test_hf_matches_hand_forward_with_left_padding(tiny):
         assert a == pytest.approx(b, abs=1e-5)
 
 
+def test_hf_shared_prefix_runs_once_and_matches_hand_forward(tiny, monkeypatch):
+    """Scoring prompts that share a long dialogue prefix (chat messages, as the GRSU simulator's) run the
+    prefix once and only their own suffixes on its cache; each row equals its own unpadded forward,
+    including a row whose whole prompt is the others' prefix plus one token."""
+    import rucai.llm.hf as hf
+
+    dialogue = "User: I like old space movies with good music and a slow pace.\nSystem: Try these."
+    prompts = [[{"role": "user", "content": dialogue + q}] for q in ("A)?", "Blade Runner (1982)?", "Alien)?")]
+    prompts.append(dialogue)  # a raw string: a different start, so it cannot share the chat prefix
+    calls = []
+    real = hf.HFLLM._last_logits_shared_prefix
+    monkeypatch.setattr(hf.HFLLM, "_last_logits_shared_prefix",
+                        lambda self, batch, shared: calls.append((len(batch), shared)) or real(self, batch, shared))
+    tiny.batch_size = 3  # longest first: the three chat prompts share one batch, the string its own
+    got = tiny.next_token_logprobs(prompts, ["Yes", "No"])
+    tiny.batch_size = 4
+    assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1] >= hf.PREFIX_MIN_TOKENS
+    y, n, sp = (tiny.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("Y", "N", " "))
+    for p, g in zip(prompts, got, strict=True):
+        lp = hand_logprobs(tiny, p)
+        assert g["Yes"] == pytest.approx(logsumexp([lp[y], lp[sp]]), abs=1e-5)
+        assert g["No"] == pytest.approx(logsumexp([lp[n], lp[sp]]), abs=1e-5)
+    assert hf._common_prefix_len([[1, 2, 3], [1, 2, 4], [1, 2]], cap=1) == 1
+    assert hf._common_prefix_len([[1, 2, 3], [1, 2, 4]], cap=5) == 2
+
+
 def test_hf_chat_prompt_ends_at_the_assistant_header(tiny):
     chat = [{"role": "user", "content": "is it?"}]
     g = tiny.next_token_logprobs(chat, ["Yes"])  # a single chat prompt

@@ -46,6 +46,17 @@ def gen_kwargs(sp: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
     )
 
 
+PREFIX_MIN_TOKENS = 32  # scoring batches whose prompts share at least this many leading tokens run them once
+
+
+def _common_prefix_len(rows: list[list[int]], cap: int) -> int:
+    """Length of the longest token prefix every row shares, at most `cap`."""
+    first, n = rows[0], 0
+    while n < cap and all(r[n] == first[n] for r in rows[1:]):
+        n += 1
+    return n
+
+
 class HFLLM(LLM):
     """A transformers causal LM.
 
@@ -230,9 +241,9 @@ class HFLLM(LLM):
 
     def _next_token_logprobs(self, prompts: list[str | list[dict]], candidates: list[str]
                              ) -> list[dict[str, float]]:
-        """One forward pass per batch (`batch_size` prompts, longest first, LEFT padding with position ids
-        counted from each row's first real token, as `generate` does); log_softmax in fp32 of the last
-        position's logits; the candidates' first-token ids (base.candidate_token_ids) gathered from it."""
+        """One forward pass per batch (`batch_size` prompts, longest first; rows that share a long prefix run
+        it once, `_last_logits_shared_prefix`); log_softmax in fp32 of each row's last-position logits; the
+        candidates' first-token ids (base.candidate_token_ids) gathered from it."""
         torch = self._torch
         cand_ids = candidate_token_ids(
             lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"], candidates)
@@ -244,29 +255,67 @@ class HFLLM(LLM):
                 raise UserError("a prompt encodes to no tokens: nothing to condition the next token on")
             if len(ids) > self.max_model_len:
                 raise UserError(f"a prompt has {len(ids)} tokens, over llm.max_model_len={self.max_model_len}")
-        import inspect
-
-        keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         rows: dict[int, list[float]] = {}
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i], dtype=torch.long)
-                attention[r, width - len(encoded[i]):] = 1
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            kw = {"logits_to_keep": 1} if keep_last else {}
+            batch = [encoded[i] for i in idx]
+            shared = _common_prefix_len(batch, cap=min(map(len, batch)) - 1)  # every row keeps >= 1 own token
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                    position_ids=positions.to(self.device), use_cache=False, **kw).logits
-                logp = logits[:, -1, :].float().log_softmax(-1)[:, flat].cpu().tolist()
+                if len(batch) > 1 and shared >= PREFIX_MIN_TOKENS:
+                    logits = self._last_logits_shared_prefix(batch, shared)
+                else:
+                    logits = self._last_logits(batch)
+                logp = logits.float().log_softmax(-1)[:, flat].cpu().tolist()
             for r, i in enumerate(idx):
                 rows[i] = logp[r]
         return [{c: logsumexp([rows[i][col[t]] for t in ids]) for c, ids in zip(candidates, cand_ids, strict=True)}
                 for i in range(len(prompts))]
+
+    def _last_logits(self, batch: list[list[int]]):
+        """[rows, vocab] logits at each row's last token: LEFT padding, position ids counted from each row's
+        first real token (as `generate` does), only the last position's logits computed when the model can."""
+        import inspect
+
+        torch = self._torch
+        width = max(map(len, batch))
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, ids in enumerate(batch):
+            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[r, width - len(ids):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+        return self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                          position_ids=positions.to(self.device), use_cache=False, **kw).logits[:, -1, :]
+
+    def _last_logits_shared_prefix(self, batch: list[list[int]], shared: int):
+        """As `_last_logits` for rows that start with the same `shared` tokens (a scoring call's dialogue):
+        the prefix runs once, its KV cache is repeated for the rows, and only each row's own suffix runs
+        on top of it (RIGHT padded; each row's logits read at its last real token). Same result up to
+        float rounding (tested against `_last_logits`); the cost of the prefix is paid once, not per row."""
+        torch = self._torch
+        n = len(batch)
+        import inspect
+
+        prefix = torch.tensor([batch[0][:shared]], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=prefix, use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(n)
+        tails = [ids[shared:] for ids in batch]
+        width = max(map(len, tails))
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((n, shared + width), dtype=torch.long)
+        attention[:, :shared] = 1
+        for r, t in enumerate(tails):
+            input_ids[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+            attention[r, shared:shared + len(t)] = 1
+        positions = torch.arange(shared, shared + width).expand(n, width)
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                            position_ids=positions.to(self.device), use_cache=True, **{name: cache}).logits
+        last = torch.tensor([len(t) - 1 for t in tails], device=logits.device)
+        return logits[torch.arange(n, device=logits.device), last]
 
     def close(self) -> None:
         self.model = None
