@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from rucai.utils.io import append_csv_row
+from rucai.utils.io import append_csv_row, drop_csv_rows
 
 
 def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
@@ -27,6 +27,13 @@ class EvalCSV(L.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         row |= _scalars(trainer.callback_metrics, prefix)
         append_csv_row(self.dirpath / f"{split}.csv", row)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed fit repeats the epoch it resumes in: rows from that epoch on (written by the attempt
+        that stopped before saving its checkpoint) are dropped, so each epoch keeps exactly one row."""
+        if trainer.is_global_zero and trainer.current_epoch > 0:
+            epoch = trainer.current_epoch
+            drop_csv_rows(self.dirpath / "val.csv", lambda r: r.get("epoch", "").isdigit() and int(r["epoch"]) >= epoch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, self.val_file, "val/")

@@ -193,6 +193,43 @@ def test_signal_checkpoint_resume_keeps_every_validation_row(tmp_path, signal_ba
     assert epochs == [0, 1, 2]
 
 
+def test_resume_replaces_rows_of_the_epoch_it_repeats(tmp_path):
+    """A run that validated epoch 1 (its row written) and died before saving epoch 1's checkpoint resumes
+    from epoch 0's: epoch 1 runs again and its row is replaced, not duplicated."""
+    import csv
+
+    import lightning as L
+    import torch
+
+    from rucai.callbacks import EvalCSV
+
+    Tiny = _tiny_module()
+    ckpt = tmp_path / "epoch0.ckpt"
+
+    class SaveEpoch0ThenDie(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                trainer.save_checkpoint(str(ckpt))
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                raise _Requeued
+
+    def fit(ckpt_path=None, extra=()):
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+        val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+        trainer = L.Trainer(max_epochs=3, callbacks=[*extra, EvalCSV(str(tmp_path))], logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                            num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+        trainer.fit(Tiny(), data, val, ckpt_path=ckpt_path)
+
+    with pytest.raises(_Requeued):
+        fit(extra=[SaveEpoch0ThenDie()])
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "val.csv"))] == [0, 1]
+    fit(ckpt_path=str(ckpt))
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "val.csv"))] == [0, 1, 2]
+
+
 def test_reused_stage_warns_about_changed_settings(tmp_path, caplog):
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "seed": 0,
                             "method": {"epochs": 3, "tok": {"lr": 0.1}}, "data": {"name": "office"}})

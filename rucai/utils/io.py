@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -65,17 +65,20 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def append_csv_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Append one row to a CSV file, rewriting it atomically when the header changes."""
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """All rows, atomically, under the union of their keys (in order of first appearance)."""
     import csv
     import io
 
-    path = Path(path)
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    rows.append({k: v for k, v in row.items()})
     fields: list[str] = []
     for r in rows:
         for k in r:
@@ -86,3 +89,20 @@ def append_csv_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def append_csv_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append one row to a CSV file, rewriting it atomically when the header changes."""
+    path = Path(path)
+    _write_csv(path, _read_csv(path) + [dict(row)])
+
+
+def drop_csv_rows(path: str | os.PathLike, drop: Callable[[dict[str, str]], bool]) -> int:
+    """Remove the rows for which `drop(row)` is true (values as read: strings), atomically; returns
+    how many went. A missing file is left missing."""
+    path = Path(path)
+    rows = _read_csv(path)
+    keep = [r for r in rows if not drop(r)]
+    if len(keep) != len(rows):
+        _write_csv(path, keep)
+    return len(rows) - len(keep)
