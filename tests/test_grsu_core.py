@@ -141,3 +141,29 @@ def test_real_redial_counts():
     train, ev = split_dialogs(turns)
     assert (len(train), len(ev)) == (1756, 1744)
     assert not {t.dialog_id for t in train} & {t.dialog_id for t in ev}
+
+
+def test_critique_seeds_come_from_the_prompt_not_a_call_counter():
+    """A fresh simulator (a resumed run) asks the same critique with the same seed; asking the same prompt
+    again draws another seed; another seed setting or other items give other seeds."""
+    from rucai.grsu.simulator import Simulator
+
+    class Recorder:
+        def __init__(self):
+            self.seeds = []
+
+        def generate(self, prompts, sp):
+            self.seeds.append(sp.seed)
+            return [type("Out", (), {"text": "too old"})()]
+
+    cat = {1: "Alien (1979)", 2: "Heat (1995)"}
+    a, b = Recorder(), Recorder()
+    s1 = Simulator(a, cat, seed=0)
+    s1.critique("User: hi", [2])  # an earlier call: must not shift the next one's seed
+    s1.critique("User: hi", [1])
+    s1.critique("User: hi", [1])
+    Simulator(b, cat, seed=0).critique("User: hi", [1])
+    assert a.seeds[1] == b.seeds[0] and a.seeds[2] != a.seeds[1] and a.seeds[0] != a.seeds[1]
+    c = Recorder()
+    Simulator(c, cat, seed=1).critique("User: hi", [1])
+    assert c.seeds[0] != b.seeds[0]

@@ -37,6 +37,7 @@ class Simulator:
         self.critique_tokens, self.critique_temperature, self.seed = int(critique_tokens), float(critique_temperature), seed
         self.cache: dict[tuple[Any, int], float] = {}
         self.score_calls = self.critique_calls = 0
+        self._asked: dict[int, int] = {}  # prompt checksum -> times asked
 
     def score(self, turn: Any, dialogue: str, items: Sequence[int]) -> list[float]:
         todo = [i for i in dict.fromkeys(items) if (turn, i) not in self.cache]
@@ -50,10 +51,16 @@ class Simulator:
     def critique(self, dialogue: str, items: Sequence[int]) -> str:
         from rucai.llm.base import SamplingParams
 
+        import zlib
+
         self.critique_calls += 1
         msg = P.SIM_CRITIQUE.format(dialogue=dialogue, items=P.numbered([self.catalogue[i] for i in items]))
+        # the sample's seed comes from the prompt (and how often it was asked), not from a call counter: a
+        # run resumed mid-evaluation draws the same critiques as one that never stopped
+        h = zlib.crc32(msg.encode())
+        repeat = self._asked[h] = self._asked.get(h, -1) + 1
         sp = SamplingParams(temperature=self.critique_temperature, max_tokens=self.critique_tokens,
-                            seed=self.seed + self.critique_calls)
+                            seed=(self.seed * 1_000_003 + h + repeat) % 2**31)
         return self.llm.generate([chat(P.SYSTEM_SIM, msg)], sp)[0].text.strip()
 
 
