@@ -49,9 +49,9 @@ class Simulator:
         return [self.cache[(turn, i)] for i in items]
 
     def critique(self, dialogue: str, items: Sequence[int]) -> str:
-        from rucai.llm.base import SamplingParams
-
         import zlib
+
+        from rucai.llm.base import SamplingParams
 
         self.critique_calls += 1
         msg = P.SIM_CRITIQUE.format(dialogue=dialogue, items=P.numbered([self.catalogue[i] for i in items]))
