@@ -4,7 +4,7 @@
         [--command "python run.py ..."] [--machine "2-core VM, shared"] [--exclude 'eval/big_*.csv']
 
 Copies, keeping each run's folder layout, only the small text files a README number is traced to:
-*.json, *.yaml/*.yml, *.csv, *.md, *.txt (metrics.json, .hydra/config.yaml and overrides.yaml,
+*.json, *.jsonl, *.yaml/*.yml, *.csv, *.md, *.txt (metrics.json, .hydra/config.yaml and overrides.yaml,
 config_resolved.yaml, eval/val.csv, ...). Never checkpoints: folders named checkpoints/, wandb/,
 lightning_logs/, .submitit/ are skipped, and *.ckpt/*.pt are not among the copied suffixes. A file
 over 1 MiB stops the archive before anything is copied (`--exclude` it, or keep it elsewhere).
@@ -25,7 +25,7 @@ from pathlib import Path
 from rucai.errors import UserError
 from rucai.utils.io import atomic_write_text, atomic_writer
 
-SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".md", ".txt")
+SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".csv", ".md", ".txt")
 SKIP_DIRS = {"checkpoints", "wandb", "lightning_logs", ".submitit", "__pycache__"}
 MAX_BYTES = 1 << 20
 
