@@ -52,16 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ids = sorted(catalogue)
     times = {"full": 0.0, "shared_prefix": 0.0}
     scores: dict[str, list[float]] = {"full": [], "shared_prefix": []}
-    real_min = hf.PREFIX_MIN_TOKENS
     for n, t in enumerate(turns):
         items = rng.sample(ids, args.items)
         for path in (("full", "shared_prefix") if n % 2 == 0 else ("shared_prefix", "full")):
-            hf.PREFIX_MIN_TOKENS = real_min if path == "shared_prefix" else 10**9
+            model.prefix_min_tokens = hf.PREFIX_MIN_TOKENS if path == "shared_prefix" else 10**9
             sim = Simulator(model, catalogue)  # a fresh score cache
             t0 = time.perf_counter()
             scores[path] += sim.score(t.key, t.dialogue, items)
             times[path] += time.perf_counter() - t0
-    hf.PREFIX_MIN_TOKENS = real_min
     n_scores = len(turns) * args.items
     res = {
         "model": args.model, "turns": len(turns), "items_per_turn": args.items, "threads": args.threads,

@@ -84,6 +84,7 @@ class HFLLM(LLM):
         if int(batch_size) < 1:
             raise UserError(f"llm.batch_size={batch_size} must be >= 1")
         self.batch_size = int(batch_size)
+        self.prefix_min_tokens = PREFIX_MIN_TOKENS  # scoring: shared prefixes this long run once
         self.device = self._pick_device(device, hardware)
         self.model, self.tokenizer = self._load(model, tokenizer, gguf_file, dtype, convert_gguf, cache_dir,
                                                 trust_remote_code, hardware)
@@ -262,7 +263,7 @@ class HFLLM(LLM):
             batch = [encoded[i] for i in idx]
             shared = _common_prefix_len(batch, cap=min(map(len, batch)) - 1)  # every row keeps >= 1 own token
             with torch.inference_mode():
-                if len(batch) > 1 and shared >= PREFIX_MIN_TOKENS:
+                if len(batch) > 1 and shared >= self.prefix_min_tokens:
                     logits = self._last_logits_shared_prefix(batch, shared)
                 else:
                     logits = self._last_logits(batch)
