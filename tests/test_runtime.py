@@ -144,6 +144,38 @@ def test_resumed_checkpointing_overwrites_last_ckpt(tmp_path):
     assert (tmp_path / "last.ckpt").stat().st_size > 5  # overwritten with the real checkpoint
 
 
+def test_monitored_run_writes_last_ckpt_every_epoch(tmp_path):
+    """With a monitored ModelCheckpoint Lightning writes last.ckpt only in epochs that improved; a run
+    resumed with ckpt_path=last would go back to its best epoch. every_epoch_last keeps last.ckpt at the
+    newest epoch and the monitored callback's best at the best one."""
+    from pathlib import Path
+
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from rucai.runtime import every_epoch_last
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "default.yaml")
+    conf.model_checkpoint.dirpath = str(tmp_path)
+    conf.model_checkpoint.monitor = "val/loss"
+    conf.model_checkpoint.mode = "min"
+    cbs = [instantiate(conf.model_checkpoint)]
+    cbs += every_epoch_last(cbs, tmp_path)
+
+    class Worsening(_tiny_module()):
+        def validation_step(self, batch, _):
+            self.log("val/loss", float(self.current_epoch))  # best at epoch 0, never improves
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer = L.Trainer(max_epochs=3, callbacks=cbs, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer.fit(Worsening(), data, data)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert Path(trainer.checkpoint_callback.best_model_path).name == "epoch_000.ckpt"
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_000.ckpt", "last.ckpt"]
+
+
 class _Requeued(Exception):
     """What submitit's requeue handler does to the process: it ends it."""
 

@@ -138,7 +138,7 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
     `trainer.*` from the config, then the stage's own settings (`max_epochs`,
     `check_val_every_n_epoch`, `gradient_clip_val`, ...) on top; devices/strategy/precision from
     `hardware`; the run's loggers; the `callbacks` group with checkpoints in `<root_dir>/checkpoints`
-    (monitor=False: no best-checkpoint tracking or early stopping, `last.ckpt` every epoch);
+    (`last.ckpt` every epoch; monitor=False: no best-checkpoint tracking or early stopping);
     `<root_dir>/eval/{val,test}.csv`; RNG states saved in checkpoints; a checkpoint on SLURM's
     pre-timeout signal. `callbacks` are the stage's own extra callbacks.
     """
@@ -160,6 +160,7 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
                                         "filename": "epoch_{epoch:03d}"},
                    "early_stopping": None}
     cbs = instantiate_all(cfg.get("callbacks"), **cb_over)
+    cbs += every_epoch_last(cbs, ckpt_dir)
     cbs += list(callbacks or []) + [EvalCSV(str(root / "eval")), StartEpoch(), RNGState(),
                                      SignalCheckpoint(str(ckpt_dir))]
     kw = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
@@ -172,6 +173,25 @@ def trainer(cfg: DictConfig, root_dir: str | Path | None = None, *, callbacks: l
 
     return L.Trainer(callbacks=cbs, logger=loggers(cfg) or False, default_root_dir=str(root),
                      **kw, **hardware.trainer_kwargs(cfg.hardware))
+
+
+def every_epoch_last(cbs: list, ckpt_dir: str | Path) -> list:
+    """A `last.ckpt` written after every epoch for a run whose ModelCheckpoint monitors a metric.
+
+    Lightning (2.6) writes `last.ckpt` only in an epoch that also saved a top-k checkpoint, so a
+    monitored run resumed with `ckpt_path=last` would restart from its best epoch and redo up to
+    `patience` epochs. A second, unmonitored top-1 ModelCheckpoint named `last` saves every epoch; the
+    monitored one keeps only the best (its own `save_last` is switched off: one writer per file). An
+    unmonitored ModelCheckpoint already saves every epoch and gets nothing extra."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    monitored = [c for c in cbs if isinstance(c, ModelCheckpoint) and c.monitor is not None]
+    if not monitored:
+        return []
+    for c in monitored:
+        c.save_last = False
+    return [ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1,
+                            save_last=False, enable_version_counter=False)]
 
 
 def probe(trainer: Any) -> Any:
