@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rucai.data.resumable import ResumableLoader
 from rucai.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,8 @@ class SeqRecDataModule(L.LightningDataModule):
             else:
                 sampler = sorted(range(len(ds)), key=lambda i: -lengths[i])
             shuffle = False
-        return DataLoader(
+        # training: the epoch's position is saved in checkpoints (mid-epoch resume, rucai.data.resumable)
+        return (ResumableLoader if split == "train" else DataLoader)(
             ds,
             batch_size=batch_size,
             shuffle=shuffle,

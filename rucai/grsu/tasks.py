@@ -231,9 +231,8 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
     def work(st) -> dict[str, Any]:
         import shutil
 
-        from torch.utils.data import DataLoader
-
         from rucai import runtime
+        from rucai.data.resumable import ResumableLoader
         from rucai.grsu.sft import scoring_examples
         from rucai.llm.sft import ChatSFT, collate, encode_example
 
@@ -246,7 +245,7 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
         ex = scoring_examples(train, catalogue, int(f.negatives_per_positive), int(cfg.seed),
                               int(f.max_examples) if f.max_examples else None)
         rows = [encode_example(tok, msgs, ans, int(f.max_length)) for msgs, ans in ex]
-        loader = DataLoader(rows, batch_size=int(f.batch_size), shuffle=True,
+        loader = ResumableLoader(rows, batch_size=int(f.batch_size), shuffle=True,
                             collate_fn=lambda b: collate(b, tok.pad_token_id))
         runtime.seed(cfg)
         model = runtime.load_causal_lm(path, cfg.hardware, dtype="float32")

@@ -174,9 +174,8 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
     def train(st: Stage) -> dict[str, Any]:
         import time
 
-        from torch.utils.data import DataLoader
-
         from rucai import runtime
+        from rucai.data.resumable import ResumableLoader
         from rucai.llm.sft import ChatSFT, collate, encode_example
 
         tok = runtime.load_tokenizer(str(f.model))
@@ -185,7 +184,7 @@ def sft(cfg: DictConfig) -> dict[str, Any]:
         if not getattr(tok, "chat_template", None):
             tok.chat_template = PLAIN_TEMPLATE
         rows = [encode_example(tok, msgs, ans, int(f.max_length)) for msgs, ans in sft_examples(items, m.export.instruction)]
-        loader = DataLoader(rows, batch_size=int(f.batch_size), shuffle=True, collate_fn=lambda b: collate(b, tok.pad_token_id))
+        loader = ResumableLoader(rows, batch_size=int(f.batch_size), shuffle=True, collate_fn=lambda b: collate(b, tok.pad_token_id))
         runtime.seed(cfg)
         model = runtime.load_causal_lm(str(f.model), cfg.hardware, dtype=str(f.dtype))
         # the LR schedule counts optimizer steps: batches / gradient accumulation, per epoch

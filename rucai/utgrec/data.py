@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rucai.data.resumable import ResumableLoader
 from rucai.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -496,10 +497,10 @@ class UTGTokenizerData(L.LightningDataModule):
         from functools import partial
 
         self.setup()
-        return DataLoader(self.dataset, batch_size=self.batch_size,
-                          sampler=EpochShuffleSampler(len(self.dataset), self.seed, shuffle),
-                          collate_fn=partial(collate_utg, pad_token_id=self.states.pad_token_id),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(self.dataset, batch_size=self.batch_size,
+                               sampler=EpochShuffleSampler(len(self.dataset), self.seed, shuffle),
+                               collate_fn=partial(collate_utg, pad_token_id=self.states.pad_token_id),
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(True)

@@ -113,14 +113,13 @@ class _MLLMData:
     def _loader(self, shuffle: bool):
         from functools import partial
 
-        from torch.utils.data import DataLoader
-
+        from rucai.data.resumable import ResumableLoader
         from rucai.utgrec.data import EpochShuffleSampler
         from rucai.utgrec.mllm import collate_mllm
 
-        return DataLoader(self.dataset, batch_size=self.batch_size,
-                          sampler=EpochShuffleSampler(len(self.dataset), self.seed, shuffle),
-                          collate_fn=partial(collate_mllm, pad_token_id=int(self.tokenizer.pad_token_id)))
+        return ResumableLoader(self.dataset, batch_size=self.batch_size,
+                               sampler=EpochShuffleSampler(len(self.dataset), self.seed, shuffle),
+                               collate_fn=partial(collate_mllm, pad_token_id=int(self.tokenizer.pad_token_id)))
 
     def train_dataloader(self):
         return self._loader(True)
