@@ -15,26 +15,25 @@ class _Requeued(Exception):
     """What submitit's requeue handler does to the process: it ends it."""
 
 
-def _module():
+def _module(seen: list):
     import lightning as L
 
     class Dropped(L.LightningModule):
-        """Records every training batch; dropout so the RNG's position after resume matters too."""
+        """Records every training batch in `seen`; dropout so the RNG's position after resume matters too."""
 
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Linear(2, 1)
             self.drop = torch.nn.Dropout(0.5)
-            self.seen: list[list[float]] = []
 
         def training_step(self, batch, _):
-            self.seen.append(batch[0][:, 0].tolist())
+            seen.append(batch[0][:, 0].tolist())
             return self.w(self.drop(batch[0])).pow(2).mean()
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    return Dropped
+    return Dropped()
 
 
 def _loader(kind: str):
@@ -60,43 +59,29 @@ def test_mid_epoch_resume_trains_on_the_batches_of_an_uninterrupted_run(tmp_path
             if trainer.current_epoch == 1 and batch_idx == 4 and not trainer.fit_loop.restarting:
                 os.kill(os.getpid(), signal.SIGUSR2)
 
-    def fit(root, ckpt_path=None, extra=()):
+    def fit(root, seen, ckpt_path=None, extra=()):
         L.seed_everything(0)
-        model = _module()()
+        model = _module(seen)
         trainer = L.Trainer(max_epochs=3, callbacks=[*extra, RNGState(), SignalCheckpoint(str(root))], logger=False,
                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                             default_root_dir=str(root))
-        try:
-            trainer.fit(model, _loader(kind), ckpt_path=ckpt_path)
-        finally:
-            seen = model.seen
-        return model, seen
+        trainer.fit(model, _loader(kind), ckpt_path=ckpt_path)
+        return model
 
-    whole, seen_whole = fit(tmp_path / "whole")
+    seen_whole: list = []
+    whole = fit(tmp_path / "whole", seen_whole)
 
     def requeue(signum, frame):
         raise _Requeued
 
     before = signal.signal(signal.SIGUSR2, requeue)
     seen_first: list = []
+    seen_rest: list = []
     try:
         with pytest.raises(_Requeued):
-            m = _module()
-            orig = m.training_step
-
-            def record(self, batch, i):
-                seen_first.append(batch[0][:, 0].tolist())
-                return orig(self, batch, i)
-
-            m.training_step = record
-            L.seed_everything(0)
-            model = m()
-            trainer = L.Trainer(max_epochs=3, callbacks=[SignalAt(), RNGState(), SignalCheckpoint(str(tmp_path / "cut"))],
-                                logger=False, enable_progress_bar=False, enable_model_summary=False,
-                                enable_checkpointing=False, default_root_dir=str(tmp_path / "cut"))
-            trainer.fit(model, _loader(kind))
+            fit(tmp_path / "cut", seen_first, extra=[SignalAt()])
         assert len(seen_first) == 10 + 5  # epoch 0, then batches 0-4 of epoch 1
-        resumed, seen_rest = fit(tmp_path / "cut", ckpt_path=str(tmp_path / "cut" / "last.ckpt"))
+        resumed = fit(tmp_path / "cut", seen_rest, ckpt_path=str(tmp_path / "cut" / "last.ckpt"))
     finally:
         signal.signal(signal.SIGUSR2, before)
     assert seen_first + seen_rest == seen_whole

@@ -56,18 +56,18 @@ class ResumableLoader(DataLoader):
         self._pending = dict(state)
 
     def __iter__(self) -> Iterator[Any]:
-        pending, self._pending = self._pending, None
+        pending, self._pending = self._pending or {}, None
         self._yielded = 0
-        with _rng_state((pending or {}).get("rng_iter")):
+        with _rng_state(pending.get("rng_iter")):
             self._rng_iter = torch.get_rng_state()
             it = super().__iter__()
         return self._batches(it, pending)
 
-    def _batches(self, it: Iterator[Any], pending: dict[str, Any] | None) -> Iterator[Any]:
-        with _rng_state((pending or {}).get("rng_first")):
+    def _batches(self, it: Iterator[Any], pending: dict[str, Any]) -> Iterator[Any]:
+        with _rng_state(pending.get("rng_first")):
             self._rng_first = torch.get_rng_state()
             batch = next(it, _END)
-        skip = int((pending or {}).get("batches", 0))
+        skip = int(pending.get("batches", 0))
         n = 0
         while batch is not _END:
             if n >= skip:
