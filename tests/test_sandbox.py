@@ -44,9 +44,12 @@ def _descendants(pid: int) -> dict[int, str]:
 def _stray_processes(before: set[int] = frozenset()) -> list[str]:
     """Anything below this test process but the pool's idle workers (their snippets must be gone) and
     what was already there before the test (other tests' helpers, e.g. multiprocessing's resource
-    tracker, in a full suite run)."""
-    return [f"{pid}: {cmd}" for pid, cmd in _descendants(os.getpid()).items()
-            if pid not in before and not (cmd.rstrip().endswith("_worker.py") and _parent_of(pid) == os.getpid())]
+    tracker, in a full suite run). A worker in a PID namespace is two processes: the one the pool
+    started and, as its only child, pid 1 of the namespace."""
+    found = _descendants(os.getpid())
+    workers = {pid for pid, cmd in found.items() if cmd.rstrip().endswith("_worker.py") and _parent_of(pid) == os.getpid()}
+    workers |= {pid for pid, cmd in found.items() if cmd.rstrip().endswith("_worker.py") and _parent_of(pid) in workers}
+    return [f"{pid}: {cmd}" for pid, cmd in found.items() if pid not in before and pid not in workers]
 
 
 def _parent_of(pid: int) -> int:
@@ -142,6 +145,14 @@ def test_no_network_interfaces(clean):
         pytest.skip(f"no network namespace here: {sandbox.isolation().get('namespace_error')}")
     r = sandbox.run("print([ln.split(':')[0].strip() for ln in open('/proc/net/dev').read().splitlines()[2:]])")
     assert (r.status, r.stdout) == ("ok", "['lo']\n")
+
+
+def test_no_other_process_is_visible(clean):
+    if not sandbox.isolation().get("private_proc"):
+        pytest.skip(f"no PID namespace here: {sandbox.isolation().get('pid_namespace_error') or sandbox.isolation().get('namespace_error')}")
+    code = "import os\nprint(sorted(int(e) for e in os.listdir('/proc') if e.isdigit()) == [os.getpid()], os.getppid())"
+    r = sandbox.run(code)
+    assert (r.status, r.stdout) == ("ok", "True 1\n"), r.stderr  # the worker is pid 1 and hidden
 
 
 def test_only_std_streams_are_inherited(clean):

@@ -6,11 +6,11 @@ start-up per snippet. Each grandchild gets its own working directory (deleted af
 (CPU time, address space, file size, open files, no core files), a new session, and a seccomp
 filter that refuses process creation, exec, sockets, ptrace, mount/namespace calls, kernel knobs
 and signals or rlimits aimed at other processes; threads stay allowed (clone with CLONE_THREAD).
-Run as root, the worker first enters fresh network, IPC and mount namespaces, makes `/`
-recursively read-only and puts a private tmpfs over `/tmp`; the grandchild then drops to uid
-65534, which sheds every capability. An audit hook or RLIMIT_NPROC would not be a boundary
-(ctypes bypasses the first, root ignores the second), so neither is used. Not hidden: the host's
-process list in /proc (command lines, as for any unprivileged user; there is no PID namespace).
+Run as root, the worker first enters fresh network, IPC, PID and mount namespaces (it carries on
+as pid 1 of its PID namespace, under a fresh /proc mounted hidepid=2, so a snippet sees no process
+but its own), makes `/` recursively read-only and puts a private tmpfs over `/tmp`; the grandchild
+then drops to uid 65534, which sheds every capability. An audit hook or RLIMIT_NPROC would not be
+a boundary (ctypes bypasses the first, root ignores the second), so neither is used.
 
 Why seccomp through ctypes and not bubblewrap: bwrap sets up its namespaces and then execs a new
 program, so every snippet would pay a full interpreter start (the cost the pool exists to avoid),

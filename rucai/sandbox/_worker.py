@@ -7,6 +7,9 @@ then answers every request `{"code", "timeout_s", "memory_mb"}` with one result 
 
 Layers, applied once per worker (root only; each one that fails is recorded, not skipped silently):
   net/ipc namespace    an empty network namespace: no interface but a downed loopback
+  pid namespace        the worker forks once after unshare(CLONE_NEWPID) and carries on as pid 1
+                       of a fresh namespace (the first process only waits for it); a fresh /proc
+                       there, mounted hidepid=2: a snippet sees its own process and no other
   mount namespace      `/` recursively read-only, a private size-capped tmpfs over `/tmp`; a
                        directory uid 65534 cannot enter on the way to the interpreter (a 0700
                        /root holding pyenv) is replaced by a tmpfs showing only that way
@@ -51,9 +54,9 @@ FSIZE_MB = 16
 NOFILE = 64
 
 CLONE_THREAD = 0x00010000
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
 CLONE_NEW_ANY = (CLONE_NEWNS, 0x02000000, 0x04000000, CLONE_NEWIPC, 0x10000000, 0x20000000, CLONE_NEWNET)
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 NR_MOUNT_SETATTR = 442  # the same on every architecture (syscalls >= 424 are unified)
@@ -231,8 +234,8 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
     """Namespaces and the read-only root, once per worker; returns the seccomp helper and the layers."""
     seccomp = Seccomp(notify)
     layers: dict = {"seccomp": True, "seccomp_notify": seccomp.notify, "unfiltered_syscalls": seccomp.unknown,
-                    "net_namespace": False, "ipc_namespace": False, "mount_namespace": False,
-                    "readonly_root": False, "private_tmp": False, "revealed_for_uid_65534": [],
+                    "net_namespace": False, "ipc_namespace": False, "pid_namespace": False,
+                    "mount_namespace": False, "private_proc": False, "readonly_root": False, "private_tmp": False, "revealed_for_uid_65534": [],
                     "closed_to_snippets": [],
                     "uid": NOBODY if os.geteuid() == 0 else os.geteuid(),
                     "rlimits": ["cpu", "as", "fsize", "nofile", "core"]}
@@ -243,9 +246,18 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
     try:
         _check(libc.unshare(CLONE_NEWNET | CLONE_NEWIPC), "unshare(CLONE_NEWNET|CLONE_NEWIPC)")
         layers["net_namespace"] = layers["ipc_namespace"] = True
+        try:
+            _become_pid_namespace_init(libc)
+            layers["pid_namespace"] = True
+        except OSError as e:  # the rest does not depend on it
+            layers["pid_namespace_error"] = str(e)
         _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         layers["mount_namespace"] = True
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+        if layers["pid_namespace"]:  # before the root turns read-only, so this /proc is read-only too
+            _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2"),
+                   "mount proc /proc")
+            layers["private_proc"] = True
         _setattr_ro(libc, "/")
         layers["readonly_root"] = True
         needed = _python_paths()
@@ -259,6 +271,29 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
     # files from uid 65534: imports that the worker has not done already then fail in the snippet
     layers["closed_to_snippets"] = sorted({_first_closed_dir(p) for p in _python_paths()} - {None})
     return seccomp, layers
+
+
+def _become_pid_namespace_init(libc) -> None:
+    """unshare(CLONE_NEWPID) moves only this process's future children into a new PID namespace, and
+    that namespace dies with its first process (later forks fail). So fork once: the child is pid 1
+    there and carries on as the worker, forking every snippet; this process closes its copies of
+    the protocol pipes (the parent must see EOF when the worker dies) and waits, passing on the
+    exit status. Killing this process kills the worker (PDEATHSIG) and so the whole namespace."""
+    _check(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    alive_r, alive_w = os.pipe()  # EOF on alive_r once this process is gone (its parent is invisible there)
+    pid = os.fork()
+    if pid:
+        os.close(alive_r)
+        _close_range(0, alive_w - 1)
+        _close_range(alive_w + 1, 0xFFFFFFFF)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    os.close(alive_w)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    gone = select.select([alive_r], [], [], 0)[0]  # the outer process died before PDEATHSIG was set
+    os.close(alive_r)
+    if gone:
+        os._exit(EXIT_ERROR)
 
 
 def _python_paths() -> set[str]:
