@@ -71,6 +71,31 @@ def _write_record(out: Path, record: dict[str, Any], t0: float) -> None:
         atomic_write_json(out / "metrics.json", record)
 
 
+def config_error(e: BaseException) -> UserError | None:
+    """A config node whose keys do not fit its `_target_` (Hydra's InstantiationException over a
+    TypeError: a key the target does not take, or a required one missing) as one line naming the key
+    and the fix; None for anything else."""
+    import re
+
+    from hydra.errors import InstantiationException
+
+    if not isinstance(e, InstantiationException) or not isinstance(e.__cause__, TypeError):
+        return None
+    text, cause = str(e), str(e.__cause__)
+    node = (re.search(r"full_key: (\S+)", text) or [None, "<config>"])[1]
+    target = (re.search(r"target '([^']+)'", text) or [None, "its _target_"])[1]
+    group = node.split(".")[0]
+    if m := re.search(r"unexpected keyword argument '(\w+)'", cause):
+        return UserError(f"{node}.{m[1]} is set but {target} takes no '{m[1]}' (an experiment or debug overlay "
+                         f"may set it for another {group} option): drop it with ~{node}.{m[1]} or choose a "
+                         f"{group} that takes it")
+    if m := re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)$", cause):
+        names = re.findall(r"'(\w+)'", m[1])
+        return UserError(f"{target} ({node}) needs {', '.join(names)}: set "
+                         f"{' '.join(f'+{node}.{n}=...' for n in names)}")
+    return None
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """Run the configured task and own its record: `config_resolved.yaml` before it starts,
     `metrics.json` (the run record + the metrics the task returns) when it ends, whether it
@@ -102,6 +127,7 @@ def run_task(cfg: DictConfig) -> float | None:
         close_loggers("success")
         _write_record(out, record, t0)
     except BaseException as e:
+        e = config_error(e) or e
         msg = (str(e).splitlines()[0] if str(e) else type(e).__name__) if isinstance(e, UserError) else \
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
         interrupted = isinstance(e, KeyboardInterrupt | SystemExit)

@@ -23,6 +23,7 @@ from tests.conftest import run_cli
     (["experiment=grsu/redial_cpu", "method.search.beams=0"], "method.search.beams=0 must be a number >= 1"),
     (["experiment=streamrec/office_cpu", "method.annotator.steps=-1"],
      "method.annotator.steps=-1 must be a number >= 1"),
+    (["+data.foo=1"], "data.foo is set but rucai.data.synthetic.SyntheticDataModule takes no 'foo'"),
 ])
 def test_one_line_errors(args, expect, tmp_path):
     r = run_cli(*args, "debug=smoke", run_dir=tmp_path / "run", timeout=180)
@@ -30,3 +31,25 @@ def test_one_line_errors(args, expect, tmp_path):
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
     assert "Traceback" not in r.stderr, r.stderr
     assert err and err[-1].startswith("error: ") and expect in err[-1], r.stderr
+
+
+def test_config_node_that_does_not_fit_its_target_is_one_line():
+    """Hydra's InstantiationException over a TypeError (a stray or a missing key) names the key and the fix."""
+    from hydra.utils import instantiate
+
+    from rucai.dispatch import config_error
+
+    def error_of(node):
+        try:
+            instantiate({"item_tokenizer": node})
+        except Exception as e:  # the exception under test
+            return config_error(e)
+        raise AssertionError("instantiate did not fail")
+
+    stray = error_of({"_target_": "rucai.rec.tokenization.CodesFile", "path": "x.json", "encoder": "minilm"})
+    assert str(stray).startswith("item_tokenizer.encoder is set but rucai.rec.tokenization.CodesFile takes no "
+                                 "'encoder'") and "~item_tokenizer.encoder" in str(stray)
+    missing = error_of({"_target_": "rucai.rec.tokenization.CodesFile"})
+    assert str(missing) == ("rucai.rec.tokenization.CodesFile (item_tokenizer) needs path: "
+                            "set +item_tokenizer.path=...")
+    assert config_error(ValueError("x")) is None
