@@ -148,8 +148,10 @@ def test_no_network_interfaces(clean):
 
 
 def test_no_other_process_is_visible(clean):
-    if not sandbox.isolation().get("private_proc"):
-        pytest.skip(f"no PID namespace here: {sandbox.isolation().get('pid_namespace_error') or sandbox.isolation().get('namespace_error')}")
+    iso = sandbox.isolation()
+    if not iso.get("private_proc"):
+        why = iso.get("private_proc_error") or iso.get("pid_namespace_error") or iso.get("namespace_error")
+        pytest.skip(f"no private /proc here: {why}")
     code = "import os\nprint(sorted(int(e) for e in os.listdir('/proc') if e.isdigit()) == [os.getpid()], os.getppid())"
     r = sandbox.run(code)
     assert (r.status, r.stdout) == ("ok", "True 1\n"), r.stderr  # the worker is pid 1 and hidden

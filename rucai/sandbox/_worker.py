@@ -255,9 +255,12 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
         layers["mount_namespace"] = True
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
         if layers["pid_namespace"]:  # before the root turns read-only, so this /proc is read-only too
-            _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2"),
-                   "mount proc /proc")
-            layers["private_proc"] = True
+            try:
+                _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2"),
+                       "mount proc /proc")
+                layers["private_proc"] = True
+            except OSError as e:  # the host's /proc stays (a container may refuse a new one)
+                layers["private_proc_error"] = str(e)
         _setattr_ro(libc, "/")
         layers["readonly_root"] = True
         needed = _python_paths()
