@@ -235,8 +235,8 @@ def setup_worker(notify: bool) -> tuple[Seccomp, dict]:
     seccomp = Seccomp(notify)
     layers: dict = {"seccomp": True, "seccomp_notify": seccomp.notify, "unfiltered_syscalls": seccomp.unknown,
                     "net_namespace": False, "ipc_namespace": False, "pid_namespace": False,
-                    "mount_namespace": False, "private_proc": False, "readonly_root": False, "private_tmp": False, "revealed_for_uid_65534": [],
-                    "closed_to_snippets": [],
+                    "mount_namespace": False, "private_proc": False, "readonly_root": False, "private_tmp": False,
+                    "revealed_for_uid_65534": [], "closed_to_snippets": [],
                     "uid": NOBODY if os.geteuid() == 0 else os.geteuid(),
                     "rlimits": ["cpu", "as", "fsize", "nofile", "core"]}
     if os.geteuid() != 0:
