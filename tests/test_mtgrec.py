@@ -210,6 +210,7 @@ def test_tokenizers_share_one_vocabulary():
     assert ids0[0].tolist() == [tok(i, c) for i, c in enumerate(t0[1])] + [tok(i, c) for i, c in enumerate(t0[3])] + [1]
     assert ids1[0].tolist() == [tok(i, c) for i, c in enumerate(t1[1])] + [tok(i, c) for i, c in enumerate(t1[3])] + [1]
     assert model.t5.config.vocab_size == 2 + 4 * 4
+    assert not {"tokenizers", "item_codes"} & set(model.hparams)  # code tables stay out of hparams.yaml
     model.eval_tokenizer = 1
     assert model._trie().item_of([tok(i, c) for i, c in enumerate(t1[3])]) == 3
 

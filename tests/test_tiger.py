@@ -80,6 +80,7 @@ def test_item_codes_from_json(tmp_path):
     m = TIGER(num_items=12, item_codes=str(path), d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1,
               num_heads=2, d_kv=8, topk=(5,), num_beams=5)
     assert m.trie.item_of(m.item2tok[7].tolist()) == 7
+    assert "item_codes" not in m.hparams and m.hparams.num_items == 12  # the table stays out of hparams.yaml
     with pytest.raises(ValueError, match="lacks"):
         TIGER(num_items=13, item_codes=str(path))
 

@@ -5,10 +5,12 @@
 # and the same item tokenizer, MTGRec's last-epoch RQ-VAE `tok_04.json`, passed below as TOK). Every
 # phase resumes (ckpt_path=last) and a finished phase is reused, so rerunning this script after an
 # interruption continues where it stopped. RUCAI_PARALLEL=N runs N seeds at a time; SEEDS="1 2" runs
-# only those seeds (default 0 1 2).
-#   RUCAI_DATA_DIR=../shared/data bash experiments/streamrec/run_office_cpu.sh [OUT]
+# only those seeds (default 0 1 2). Arguments after OUT are passed to every run as overrides (a CPU
+# budget, e.g. method.pretrain.epochs=25; they go into each run's config_resolved.yaml).
+#   RUCAI_DATA_DIR=../shared/data bash experiments/streamrec/run_office_cpu.sh [OUT [OVERRIDES...]]
 set -euo pipefail
 OUT=${1:-outputs/streamrec/office_cpu}
+shift $(( $# > 0 ? 1 : 0 ))
 PY=${PY:-.venv/bin/python}
 TOK=${TOK:-experiments/tiger/results/office_cpu_comparison/tokenizers/tokenizers/tok_04.json}
 PARALLEL=${RUCAI_PARALLEL:-1}
@@ -19,7 +21,7 @@ for s in ${SEEDS:-0 1 2}; do
   if done_run "$dir"; then echo "done: $dir"; continue; fi
   mkdir -p "$dir"
   $PY run.py experiment=streamrec/office_cpu seed=$s hydra.run.dir=$dir ckpt_path=last \
-      item_tokenizer=file item_tokenizer.path=$TOK trainer.enable_progress_bar=false > "$dir.log" 2>&1 &
+      item_tokenizer=file item_tokenizer.path=$TOK trainer.enable_progress_bar=false "$@" > "$dir.log" 2>&1 &
   while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 10; done
 done
 wait

@@ -287,7 +287,10 @@ class TIGER(SeqRecModule):
     ):
         super().__init__(num_items=num_items, max_len=max_len, lr=lr, weight_decay=weight_decay, topk=topk,
                          **kwargs)
-        self.save_hyperparameters()
+        # the code tables come from the item tokenizer(s) in the config (`tokenizers`: a subclass's, e.g.
+        # MTGRec's); kept out of the hparams, they would be copied into every checkpoint and the logger's
+        # hparams.yaml (~90 KB per table on Office)
+        self.save_hyperparameters(ignore=["item_codes", "tokenizers"])
         codes = load_item_codes(item_codes)
         missing = [i for i in range(1, num_items + 1) if i not in codes]
         if missing:
