@@ -63,6 +63,37 @@ def wandb_logger(
     )
 
 
+def csv_logger(save_dir: str, name: str = "csv", version: str = "", **kwargs: Any):
+    """Lightning's CSVLogger, except that an existing `metrics.csv` is appended to, not deleted.
+
+    Lightning's writer deletes the file when it starts, so a run resumed with `ckpt_path=last` would
+    keep only the epochs after the resume. Here the rows before it stay (a resumed run's rows go on
+    with its epoch and step; a fresh run in a used folder starts again at epoch 0 below them), and a
+    metric first logged after the resume widens the header as in Lightning."""
+    import csv
+
+    from lightning.fabric.loggers.logger import rank_zero_experiment
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:  # called by __init__; Lightning's deletes metrics.csv
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    self.metrics_keys = sorted(next(csv.reader(f), []))
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AppendingCSVLogger(save_dir=save_dir, name=name, version=version, **kwargs)
+
+
 def sweep_identity() -> tuple[str | None, str | None]:
     """(group, name) for a run: the runs of one multirun sweep share a group named after the sweep;
     each run is named after its job number and overrides."""

@@ -102,6 +102,8 @@ def test_resume_continues_from_saved_epoch(tmp_path):
     assert m["start_epoch"] == 1 and m["epochs_trained"] == 2  # continued, did not start over
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "eval" / "val.csv"))]
     assert epochs == [0, 1], "epoch 0 evaluated once (first run), epoch 1 once (resumed run)"
+    logged = {int(r["epoch"]) for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("epoch")}
+    assert {0, 1} <= logged, "the logger's metrics.csv keeps epoch 0 (logged before the resume)"
 
 
 def test_quickstart_sweep_and_results_table(tmp_path):
