@@ -66,21 +66,38 @@ def test_untrained_annotator_is_residual_quantisation_and_approaches_the_target(
     assert torch.allclose(ann.state_of(s0, codebook[out["codes"]]), out["states"][:, -1])
 
 
-def test_annotator_training_moves_states_toward_their_targets():
+def _train_annotator(steps=300, lr=1e-2, **kw):
+    """A 3-step annotator trained on a constructed example; mean ||t - s_i|| (i = 1..l) before and after,
+    the InfoNCE before and after, and the distinct codes used after."""
     g = torch.Generator().manual_seed(0)
     codebook = torch.randn(32, 8, generator=g)
     t = torch.randn(64, 8, generator=g)
     s0 = torch.randn(64, 8, generator=g) * 0.1
     torch.manual_seed(0)
-    ann = ThinkingAnnotator(dim=8, steps=2, hidden=16)
-    opt = torch.optim.Adam(ann.parameters(), lr=1e-3)
-    first = float(ann(s0, t, codebook)["nce"])
-    for _ in range(150):
+    ann = ThinkingAnnotator(dim=8, steps=3, hidden=16, **kw)
+    opt = torch.optim.Adam(ann.parameters(), lr=lr)
+    dist = lambda out: (t.unsqueeze(1) - out["states"]).norm(dim=-1).mean(0).tolist()  # noqa: E731
+    out0 = ann(s0, t, codebook)
+    for _ in range(steps):
         opt.zero_grad()
         ann(s0, t, codebook)["loss"].backward()
         opt.step()
-    # 1.90 -> ~1.5 (at lr 1e-2 the straight-through residuals drift off the frozen codes: README)
-    assert float(ann(s0, t, codebook)["nce"]) < first - 0.2
+    out = ann(s0, t, codebook)
+    return dist(out0), dist(out), float(out0["nce"]), float(out["nce"]), len(set(out["codes"].flatten().tolist()))
+
+
+def test_annotator_training_moves_states_toward_their_targets():
+    before, after, nce0, nce, used = _train_annotator()
+    # untrained (residual quantisation): 2.22, 1.89, 1.82; trained: ~1.96, 1.52, 1.44
+    assert all(a < b for a, b in zip(after, before, strict=True)), (before, after)
+    assert all(a > b for a, b in zip(after, after[1:], strict=False))  # each token brings the state closer
+    assert nce < nce0 - 0.5 and used > 16
+
+
+def test_straight_through_annotator_diverges():
+    # the first Office runs' setting: the states run away from the targets and the codes collapse
+    before, after, _, _, used = _train_annotator(straight_through=True, beta=0.25, gamma=0.0)
+    assert min(after) > 2 * max(before) and used < 16, (before, after, used)
 
 
 def test_free_prefix_beam_search_is_exhaustive_on_a_tiny_vocabulary():

@@ -11,8 +11,15 @@ T5's (frozen) token embeddings restricted to the code tokens. Both MLPs are resi
 with W2 zero-initialised (ours), so an untrained annotator is residual quantisation in the embedding
 space: each token picks the code nearest to what is left of t - s_0. Training (ours, after the
 sources' "state-target contrastive loss" and "quantisation loss"): an InfoNCE between every s_i and
-t over the batch (in-batch negatives, temperature tau) plus beta ||r_i - sg(e(o_i))||^2, with the
-straight-through estimate r_i + sg(e(o_i) - r_i) feeding the state so gradients reach both MLPs.
+t over the batch (in-batch negatives, temperature tau), plus gamma ||s_i - t||^2 / D, plus
+beta ||r_i - sg(e(o_i))||^2. The chosen codes enter the state as their embeddings e(o_i), so the
+InfoNCE and distance terms train MLP_s, and MLP_r learns only from the commitment (beta = 0 by
+default: it stays the identity, and the annotation is residual quantisation of the gap t - s_(i-1)
+left by the learned state). Option `straight_through` feeds r_i + sg(e(o_i) - r_i) instead, so
+gradients reach MLP_r through the state: that diverges. In the first Office runs (2026-12-05:
+straight-through, beta 0.25, no distance term) the states went from ||t - s_0|| = 3.6 to ~6e4 within
+3 epochs and the annotation collapsed onto 2-4 distinct tokens; tests/test_streamrec.py reproduces
+the divergence on a constructed example and shows the default settings approach the targets.
 """
 
 from __future__ import annotations
@@ -37,17 +44,20 @@ class ResidualMLP(nn.Module):
 
 
 class ThinkingAnnotator(nn.Module):
-    def __init__(self, dim: int, steps: int, hidden: int = 256, tau: float = 0.1, beta: float = 0.25):
+    def __init__(self, dim: int, steps: int, hidden: int = 256, tau: float = 0.1, beta: float = 0.0,
+                 gamma: float = 1.0, straight_through: bool = False):
         super().__init__()
         if steps < 1:
             raise ValueError(f"annotator steps={steps}; need >= 1 thinking token")
-        self.steps, self.tau, self.beta = int(steps), float(tau), float(beta)
+        self.steps, self.tau, self.beta, self.gamma = int(steps), float(tau), float(beta), float(gamma)
+        self.straight_through = bool(straight_through)
         self.residual = ResidualMLP(dim, hidden)
         self.state = ResidualMLP(dim, hidden)
 
     def forward(self, s0: torch.Tensor, t: torch.Tensor, codebook: torch.Tensor) -> dict[str, torch.Tensor]:
         """s0, t [B, D]; codebook [C, D] (the code tokens' embeddings). Returns `codes` [B, l] (rows
-        of `codebook`), `states` [B, l, D] (s_1..s_l), `loss` (InfoNCE over steps + beta commitment)."""
+        of `codebook`), `states` [B, l, D] (s_1..s_l), `loss` (InfoNCE + gamma distance + beta commitment,
+        each a mean over the steps)."""
         acc, s = s0, s0
         codes, states, commit = [], [], []
         for _ in range(self.steps):
@@ -55,14 +65,16 @@ class ThinkingAnnotator(nn.Module):
             o = torch.cdist(r.detach().float(), codebook.float()).argmin(-1)  # nearest in L2
             e = codebook[o]
             commit.append(F.mse_loss(r, e.detach()))
-            acc = acc + r + (e - r).detach()  # straight-through
+            acc = acc + (r + (e - r).detach() if self.straight_through else e)
             s = self.state(acc)
             codes.append(o)
             states.append(s)
         states_t = torch.stack(states, 1)
         nce = sum(info_nce(states_t[:, i], t, self.tau) for i in range(self.steps)) / self.steps
-        loss = nce + self.beta * sum(commit) / self.steps
-        return {"codes": torch.stack(codes, 1), "states": states_t, "loss": loss, "nce": nce.detach()}
+        dist = F.mse_loss(states_t, t.unsqueeze(1).expand_as(states_t))  # mean over steps, rows, dims
+        loss = nce + self.gamma * dist + self.beta * sum(commit) / self.steps
+        return {"codes": torch.stack(codes, 1), "states": states_t, "loss": loss, "nce": nce.detach(),
+                "distance": dist.detach()}
 
     @torch.no_grad()
     def state_of(self, s0: torch.Tensor, code_emb: torch.Tensor) -> torch.Tensor:
@@ -94,6 +106,7 @@ class AnnotatorFit(L.LightningModule):
         _, _, out = self._run(batch)
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
         self.log("train/nce", out["nce"], on_step=False, on_epoch=True, batch_size=len(batch["target"]))
+        self.log("train/distance", out["distance"], on_step=False, on_epoch=True, batch_size=len(batch["target"]))
         return out["loss"]
 
     def configure_optimizers(self):

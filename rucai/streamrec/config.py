@@ -42,13 +42,16 @@ class PretrainSettings(PhaseSettings):
 @dataclass
 class AnnotatorSettings:
     """Stage 2's iterative inference: r_i = MLP_r(t - s_(i-1)); o_i = the code token whose embedding
-    is nearest (L2) to r_i; s_i = MLP_s(s_0 + sum_j e(o_j)); trained with a state-target InfoNCE at
-    every step plus a commitment loss, on the frozen pre-trained T5 (encoder states, embeddings)."""
+    is nearest (L2) to r_i; s_i = MLP_s(s_0 + sum_j e(o_j)); trained with a state-target InfoNCE and
+    a state-target distance at every step plus a commitment loss, on the frozen pre-trained T5
+    (encoder states, embeddings)."""
 
     steps: int = 4  # l: the paper (secondary): 6 on Instruments, 4 on Scientific
     hidden: int = 256  # ours: MLP inner size
     tau: float = 0.1  # ours: InfoNCE temperature
-    beta: float = 0.25  # ours: commitment weight (VQ's usual value)
+    beta: float = 0.0  # ours: commitment weight (0: MLP_r stays the identity; 0.25 (VQ's usual) made the codes worse)
+    gamma: float = 1.0  # ours: weight of mean ||s_i - t||^2 / D; 0 = InfoNCE only (directions only)
+    straight_through: bool = False  # ours: r_i + sg(e(o_i) - r_i) into the state; True diverges (annotator.py)
     epochs: int = 3  # ours
     lr: float = 1e-3
     dir: Any = None  # null: <run dir>/annotator

@@ -57,7 +57,8 @@ class StreamRec(TIGER):
             a = dict(annotator or {})
             self.anchor = copy.deepcopy(self.t5).requires_grad_(False).eval()
             self.annotator = ThinkingAnnotator(self.t5.config.d_model, self.think_steps, int(a.get("hidden", 256)),
-                                               float(a.get("tau", 0.1)), float(a.get("beta", 0.25)))
+                                               float(a.get("tau", 0.1)), float(a.get("beta", 0.0)),
+                                               float(a.get("gamma", 1.0)), bool(a.get("straight_through", False)))
             self.annotator.requires_grad_(False).eval()
         if phase == "rl" and float(self.rl.get("kl_coef", 0.0)) > 0:
             self.ref = copy.deepcopy(self.t5).requires_grad_(False).eval()
