@@ -9,7 +9,7 @@
 #   bash scripts/llm-server.sh stop
 #   bash scripts/llm-server.sh run       # foreground
 #
-# The env is separate from .venv (llama-cpp-python compiles llama.cpp from source: ~12 min on
+# The env is separate from .venv (llama-cpp-python compiles llama.cpp from source: 3.5-4 min on
 # 2 CPUs; the stamp file makes a second `install` a no-op).
 #
 # The build is portable (GGML_NATIVE=OFF, AVX2/FMA/F16C on x86_64): a native build on a CPU with
